@@ -1,0 +1,245 @@
+//! The life of one request, one function per phase:
+//!
+//! 1. `check_head`: one Host, one Authorization at most.
+//! 2. `normalise_path`: the canonical path routes are matched on and upstreams receive.
+//! 3. `RouteTable::find`: first matching route, else 404.
+//! 4. `authenticate`: the route's auth rules.
+//! 5. `forward`: headers rewritten, request streamed to the upstream.
+//! 6. `finish`: `x-request-id`, metrics, one access-log line.
+//!
+//! The snapshot is loaded once, at the start, and used to the end.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response};
+use http_body_util::{Either, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::auth::{self, Decision};
+use crate::metrics::RouteMetrics;
+use crate::proxy::headers::{self, ClientSide, X_REQUEST_ID};
+use crate::reject::Rejection;
+use crate::routing::path::normalise_path;
+use crate::routing::{HostError, request_host};
+use crate::snapshot::{Snapshot, State};
+
+/// Bodies the gateway answers with: its own (rejections) or the upstream's, streamed.
+pub type ResponseBody = Either<Full<Bytes>, Incoming>;
+
+/// What a request knows about the connection it came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// Handles one request end to end. Never fails: every failure is a response.
+pub async fn handle(
+    state: &State,
+    conn: ConnectionInfo,
+    request: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let snapshot = state.snapshot.load_full();
+    let request_id = headers::request_id(request.headers());
+    let method = request.method().clone();
+    let mut log = AccessLog {
+        enabled: tracing::enabled!(target: "tokengate::access", tracing::Level::INFO),
+        ..AccessLog::default()
+    };
+
+    let outcome = route_and_forward(&snapshot, conn, request, &request_id, &mut log).await;
+    let mut response = match outcome {
+        Ok(response) => response.map(Either::Right),
+        Err(rejection) => rejection
+            .into_response(snapshot.config.server.resource_metadata.as_deref())
+            .map(Either::Left),
+    };
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    finish(&snapshot, &method, &response, started, &request_id, &log);
+    response
+}
+
+/// What the access log line says beyond method, status and duration.
+#[derive(Default)]
+struct AccessLog {
+    enabled: bool,
+    route: Option<usize>,
+    path: Option<String>,
+}
+
+async fn route_and_forward(
+    snapshot: &Snapshot,
+    conn: ConnectionInfo,
+    request: Request<Incoming>,
+    request_id: &HeaderValue,
+    log: &mut AccessLog,
+) -> Result<Response<Incoming>, Rejection> {
+    let host = check_head(&request)?;
+    let path = normalise_path(request.uri().path())
+        .map_err(|_| Rejection::BadRequest("the request path is not acceptable"))?;
+    if log.enabled {
+        log.path = Some(path.clone().into_owned());
+    }
+    let index = snapshot
+        .routes
+        .find(host, request.method(), &path)
+        .ok_or(Rejection::NotFound)?;
+    log.route = Some(index);
+    let route = &snapshot.config.routes[index];
+    let route_metrics = snapshot.metrics.route(Some(index));
+
+    match auth::authenticate(request.headers(), route) {
+        Ok(Decision::Anonymous) => route_metrics.anonymous.inc(),
+        Err(rejection) => {
+            if rejection == Rejection::MissingToken {
+                route_metrics.missing_token.inc();
+            }
+            return Err(rejection);
+        }
+    }
+
+    let path_and_query = upstream_path(request.uri().path_and_query(), path)?;
+    forward(
+        snapshot,
+        route.upstream,
+        conn,
+        request,
+        path_and_query,
+        request_id,
+    )
+    .await
+}
+
+/// RFC 9112 §3.2: several Host headers are refused; so are several Authorization headers,
+/// on every route, since a backend might believe a different one than we checked.
+fn check_head(request: &Request<Incoming>) -> Result<Option<&str>, Rejection> {
+    if request
+        .headers()
+        .get_all(AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(Rejection::BadRequest("several Authorization headers"));
+    }
+    request_host(request.uri(), request.headers())
+        .map_err(|HostError::Duplicate| Rejection::BadRequest("several Host headers"))
+}
+
+/// The normalised path with the original query, reusing the original when unchanged.
+fn upstream_path(
+    original: Option<&PathAndQuery>,
+    path: Cow<'_, str>,
+) -> Result<PathAndQuery, Rejection> {
+    match (original, path) {
+        (Some(pq), Cow::Borrowed(_)) => Ok(pq.clone()),
+        (original, path) => {
+            let mut text = path.into_owned();
+            if let Some(query) = original.and_then(PathAndQuery::query) {
+                text.push('?');
+                text.push_str(query);
+            }
+            PathAndQuery::from_maybe_shared(text)
+                .map_err(|_| Rejection::BadRequest("the request path is not acceptable"))
+        }
+    }
+}
+
+async fn forward(
+    snapshot: &Snapshot,
+    upstream: usize,
+    conn: ConnectionInfo,
+    request: Request<Incoming>,
+    path_and_query: PathAndQuery,
+    request_id: &HeaderValue,
+) -> Result<Response<Incoming>, Rejection> {
+    let server = &snapshot.config.server;
+    let (mut parts, body) = request.into_parts();
+
+    let limit = match server.max_body_bytes {
+        Some(max) => {
+            let declared = parts
+                .headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max) {
+                return Err(Rejection::PayloadTooLarge);
+            }
+            usize::try_from(max).unwrap_or(usize::MAX)
+        }
+        None => usize::MAX,
+    };
+
+    // HTTP/2 clients send :authority instead of Host; the upstream gets it as Host.
+    let host = match parts.uri.authority() {
+        Some(authority) if !parts.headers.contains_key(HOST) => {
+            HeaderValue::from_str(authority.as_str()).ok()
+        }
+        _ => parts.headers.get(HOST).cloned(),
+    };
+    let client = ClientSide {
+        peer: conn.peer.ip(),
+        trusted: server
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&conn.peer.ip())),
+        proto: if conn.tls { "https" } else { "http" },
+        host: host.as_ref(),
+    };
+    headers::rewrite_request(&mut parts.headers, &client, &snapshot.identity_headers);
+    if let Some(host) = host.clone() {
+        parts.headers.insert(HOST, host);
+    }
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+
+    let pool = &snapshot.upstreams[upstream];
+    let request = Request::from_parts(parts, Limited::new(body, limit));
+    let mut response = pool
+        .forward(
+            request,
+            path_and_query,
+            &snapshot.metrics.upstreams[upstream],
+        )
+        .await
+        .map_err(|e| e.rejection())?;
+    headers::remove_hop_by_hop(response.headers_mut());
+    Ok(response)
+}
+
+fn finish(
+    snapshot: &Snapshot,
+    method: &Method,
+    response: &Response<ResponseBody>,
+    started: Instant,
+    request_id: &HeaderValue,
+    log: &AccessLog,
+) {
+    let elapsed = started.elapsed();
+    let route: &RouteMetrics = snapshot.metrics.route(log.route);
+    route.count(method, response.status());
+    route.duration.observe(elapsed.as_secs_f64());
+    if log.enabled {
+        let route_config = log.route.map(|i| &snapshot.config.routes[i]);
+        tracing::info!(
+            target: "tokengate::access",
+            request_id = request_id.to_str().unwrap_or(""),
+            method = %method,
+            path = log.path.as_deref().unwrap_or(""),
+            route = route_config.map_or(crate::metrics::NO_ROUTE, |r| r.name.as_str()),
+            upstream = route_config.map_or("", |r| snapshot.config.upstreams[r.upstream].name.as_str()),
+            status = response.status().as_u16(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+        );
+    }
+}

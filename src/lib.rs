@@ -1,0 +1,26 @@
+//! tokengate: a reverse proxy that lets only well-authenticated requests through.
+//!
+//! A request's journey, module by module:
+//!
+//! - [`server`] accepts the connection (HTTP/1.1 or h2c) within `max_connections`;
+//! - [`gateway`] runs the phases: head checks, [`routing::path`] normalisation,
+//!   [`routing`] (first matching route), [`auth`] (the route's rules), [`proxy`] (headers
+//!   rewritten, streamed to a pooled upstream connection);
+//! - [`reject`] turns any failure into the one response shape;
+//! - [`metrics`] counts it, [`admin`] exports the counts.
+//!
+//! All of it reads one immutable [`snapshot::Snapshot`] built from a validated [`config`].
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod gateway;
+pub mod metrics;
+pub mod proxy;
+pub mod reject;
+pub mod routing;
+pub mod server;
+pub mod snapshot;
+
+pub use server::{Gateway, ServeError};

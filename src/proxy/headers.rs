@@ -1,0 +1,272 @@
+//! Header rewriting between client and upstream: hop-by-hop removal (RFC 9110 §7.6.1),
+//! `X-Forwarded-*`, identity headers a client must not forge, and `x-request-id`.
+//!
+//! One pass over the header names finds everything to remove; no allocation unless a header
+//! is actually removed.
+
+use std::fmt::Write as _;
+use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::HeaderMap;
+use http::header::{CONNECTION, HeaderName, HeaderValue};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Hop-by-hop headers, always removed in both directions.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, the headers `Connection` lists, and any `Proxy-*` header.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    remove_where(headers, |_| false);
+}
+
+/// What the request rewrite needs to know about the client connection.
+pub struct ClientSide<'a> {
+    pub peer: IpAddr,
+    /// The peer is in `server.trusted_proxies`: its `X-Forwarded-*` are kept and appended to.
+    pub trusted: bool,
+    pub proto: &'static str,
+    /// The host the client asked for (Host header or authority, port included).
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// Prepares client request headers for the upstream: hop-by-hop and forged identity headers
+/// removed, `X-Forwarded-*` set.
+///
+/// `identity_headers` are the normalised names (lower case, `-` for `_`) of every header any
+/// route sets from claims; a client-sent one is removed on every route, anonymous ones too.
+pub fn rewrite_request(headers: &mut HeaderMap, client: &ClientSide, identity_headers: &[String]) {
+    remove_where(headers, |name| {
+        is_identity_header(name, identity_headers)
+            || (!client.trusted && (name.starts_with("x-forwarded-") || name == "forwarded"))
+    });
+    let forwarded_for = match (client.trusted, headers.get(&X_FORWARDED_FOR)) {
+        (true, Some(_)) => {
+            // Several X-Forwarded-For lines are one comma-separated list (RFC 9110 §5.3).
+            let mut list = String::new();
+            for value in headers.get_all(&X_FORWARDED_FOR) {
+                if let Ok(v) = value.to_str() {
+                    if !list.is_empty() {
+                        list.push_str(", ");
+                    }
+                    list.push_str(v);
+                }
+            }
+            let _ = write!(list, ", {}", client.peer);
+            list
+        }
+        _ => client.peer.to_string(),
+    };
+    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    if !(client.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(client.proto),
+        );
+    }
+    if !(client.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        if let Some(host) = client.host {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        }
+    }
+}
+
+/// Removes hop-by-hop headers plus every header for which `extra` is true.
+fn remove_where(headers: &mut HeaderMap, extra: impl Fn(&str) -> bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',') {
+            if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
+                doomed.push(name);
+            }
+        }
+    }
+    for name in headers.keys() {
+        let s = name.as_str();
+        if HOP_BY_HOP.contains(&s) || s.starts_with("proxy-") || extra(s) {
+            doomed.push(name.clone());
+        }
+    }
+    for name in &doomed {
+        headers.remove(name);
+    }
+}
+
+/// `X_Auth_Subject` and `x-auth-subject` are the same header to many frameworks.
+fn is_identity_header(name: &str, identity_headers: &[String]) -> bool {
+    identity_headers.iter().any(|wanted| {
+        wanted.len() == name.len()
+            && wanted
+                .bytes()
+                .zip(name.bytes())
+                .all(|(w, n)| w == n || (n == b'_' && w == b'-'))
+    })
+}
+
+/// The normalised form `is_identity_header` compares against.
+pub fn identity_header_key(name: &HeaderName) -> String {
+    name.as_str().replace('_', "-")
+}
+
+/// The client's `x-request-id` when it is at most 128 of `[A-Za-z0-9._-]`, else a new one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(value) = headers.get(&X_REQUEST_ID) {
+        let bytes = value.as_bytes();
+        let acceptable = !bytes.is_empty()
+            && bytes.len() <= 128
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if acceptable {
+            return value.clone();
+        }
+    }
+    new_request_id()
+}
+
+/// A process-unique id: a random per-process prefix and a counter, 32 hex digits.
+fn new_request_id() -> HeaderValue {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut buf = [0u8; 32];
+    for (i, byte) in buf.iter_mut().enumerate() {
+        let word = if i < 16 { prefix } else { n };
+        let nibble = (word >> ((15 - (i % 16)) * 4)) & 0xf;
+        *byte = b"0123456789abcdef"[nibble as usize];
+    }
+    HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-foo", "1"),
+            ("x-kept", "1"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn untrusted_peers_get_their_forwarded_headers_replaced() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-port", "1"),
+            ("forwarded", "for=6.6.6.6"),
+            ("host", "api.example.com"),
+        ]);
+        let host = h.get("host").cloned();
+        let client = ClientSide {
+            peer: "10.1.2.3".parse().unwrap(),
+            trusted: false,
+            proto: "http",
+            host: host.as_ref(),
+        };
+        rewrite_request(&mut h, &client, &[]);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+        assert!(!h.contains_key("x-forwarded-port"));
+        assert!(!h.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn trusted_peers_are_appended_to() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let client = ClientSide {
+            peer: "10.0.0.1".parse().unwrap(),
+            trusted: true,
+            proto: "http",
+            host: None,
+        };
+        rewrite_request(&mut h, &client, &[]);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn forged_identity_headers_are_removed_whatever_their_spelling() {
+        let mut h = map(&[
+            ("x-auth-subject", "admin"),
+            ("x_auth_subject", "admin"),
+            ("x-other", "1"),
+        ]);
+        let client = ClientSide {
+            peer: "127.0.0.1".parse().unwrap(),
+            trusted: false,
+            proto: "http",
+            host: None,
+        };
+        rewrite_request(&mut h, &client, &["x-auth-subject".to_owned()]);
+        assert!(!h.contains_key("x-auth-subject"));
+        assert!(!h.contains_key("x_auth_subject"));
+        assert!(h.contains_key("x-other"));
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane_and_replaced_otherwise() {
+        let h = map(&[("x-request-id", "abc-123_x.y")]);
+        assert_eq!(request_id(&h), "abc-123_x.y");
+        let long = "a".repeat(129);
+        for bad in [long.as_str(), "has space", "semi;colon", ""] {
+            let h = map(&[("x-request-id", bad)]);
+            let id = request_id(&h);
+            assert_ne!(id, bad);
+            assert_eq!(id.len(), 32);
+        }
+        let a = request_id(&HeaderMap::new());
+        let b = request_id(&HeaderMap::new());
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,223 @@
+//! Forwarding to upstreams: a pooled keep-alive client per upstream, round-robin over its
+//! endpoints with passive ejection of endpoints that refuse connections, and the connect and
+//! request timeouts that turn into 502 and 504.
+//!
+//! Bodies stream both ways; nothing here buffers a whole body.
+
+pub mod headers;
+
+use std::error::Error as _;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response, Version};
+use http_body_util::{LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{Endpoint, Upstream};
+use crate::metrics::UpstreamMetrics;
+use crate::reject::Rejection;
+
+/// The request body sent upstream: the client's, streamed, with `max_body_bytes` enforced.
+pub type UpstreamBody = Limited<Incoming>;
+
+/// First ejection of an endpoint that refused a connection; doubled per consecutive failure.
+const EJECT_BASE: Duration = Duration::from_secs(2);
+const EJECT_MAX: Duration = Duration::from_secs(30);
+
+/// One upstream at runtime: its client (and so its connection pool) and endpoint health.
+pub struct UpstreamPool {
+    pub name: String,
+    client: Client<HttpConnector, UpstreamBody>,
+    endpoints: Vec<EndpointState>,
+    next: AtomicUsize,
+    request_timeout: Duration,
+}
+
+struct EndpointState {
+    endpoint: Endpoint,
+    /// Milliseconds since `clock_start()` until which the endpoint is skipped; 0 = healthy.
+    ejected_until: AtomicU64,
+    consecutive_failures: AtomicU32,
+}
+
+/// Why forwarding failed, for metrics (`kind`) and the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardError {
+    Connect,
+    Timeout,
+    Protocol,
+    BodyTooLarge,
+}
+
+impl ForwardError {
+    pub fn rejection(self) -> Rejection {
+        match self {
+            ForwardError::Connect | ForwardError::Protocol => Rejection::BadGateway,
+            ForwardError::Timeout => Rejection::GatewayTimeout,
+            ForwardError::BodyTooLarge => Rejection::PayloadTooLarge,
+        }
+    }
+}
+
+impl UpstreamPool {
+    pub fn new(upstream: &Upstream) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(upstream.connect_timeout));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Self {
+            name: upstream.name.clone(),
+            client,
+            endpoints: upstream
+                .endpoints
+                .iter()
+                .map(|endpoint| EndpointState {
+                    endpoint: endpoint.clone(),
+                    ejected_until: AtomicU64::new(0),
+                    consecutive_failures: AtomicU32::new(0),
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+            request_timeout: upstream.request_timeout,
+        }
+    }
+
+    /// Sends `request` (headers already rewritten, path already normalised) to one endpoint
+    /// and returns the response head with its body still streaming.
+    pub async fn forward(
+        &self,
+        mut request: Request<UpstreamBody>,
+        path_and_query: PathAndQuery,
+        metrics: &UpstreamMetrics,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        let index = self.pick();
+        let endpoint = &self.endpoints[index];
+        let uri = Uri::builder()
+            .scheme(endpoint.endpoint.scheme.clone())
+            .authority(endpoint.endpoint.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| ForwardError::Protocol)?;
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+
+        let started = Instant::now();
+        let outcome =
+            tokio::time::timeout(self.request_timeout, self.client.request(request)).await;
+        let result = match outcome {
+            Err(_elapsed) => Err(ForwardError::Timeout),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => {
+                // Refused or timed out while connecting: take the endpoint out of rotation.
+                if e.is_connect() {
+                    endpoint.eject();
+                }
+                Err(classify(&e))
+            }
+        };
+        match result {
+            Ok(response) => {
+                metrics.duration.observe(started.elapsed().as_secs_f64());
+                endpoint.mark_healthy();
+                Ok(response)
+            }
+            Err(kind) => {
+                match kind {
+                    ForwardError::Connect => metrics.connect_errors.inc(),
+                    ForwardError::Timeout => metrics.timeouts.inc(),
+                    ForwardError::Protocol => metrics.protocol_errors.inc(),
+                    ForwardError::BodyTooLarge => {}
+                }
+                Err(kind)
+            }
+        }
+    }
+
+    /// Round-robin over endpoints not currently ejected; if all are, the one back soonest.
+    fn pick(&self) -> usize {
+        let n = self.endpoints.len();
+        if n == 1 {
+            return 0;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let mut now = None;
+        let mut soonest = (u64::MAX, start);
+        for k in 0..n {
+            let i = (start + k) % n;
+            let until = self.endpoints[i].ejected_until.load(Ordering::Relaxed);
+            if until == 0 {
+                return i;
+            }
+            let now = *now.get_or_insert_with(now_millis);
+            if until <= now {
+                return i;
+            }
+            if until < soonest.0 {
+                soonest = (until, i);
+            }
+        }
+        soonest.1
+    }
+}
+
+impl EndpointState {
+    fn eject(&self) {
+        let failures = self
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            .min(8);
+        let backoff = EJECT_BASE.saturating_mul(1 << failures).min(EJECT_MAX);
+        let until = now_millis() + backoff.as_millis() as u64;
+        self.ejected_until.store(until, Ordering::Relaxed);
+        tracing::warn!(endpoint = %self.endpoint.authority, backoff_ms = backoff.as_millis() as u64, "upstream endpoint refused a connection; ejected");
+    }
+
+    fn mark_healthy(&self) {
+        // Only write when something changes: the common case stays a shared cache line.
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            self.ejected_until.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+fn classify(error: &hyper_util::client::legacy::Error) -> ForwardError {
+    let mut source = error.source();
+    while let Some(e) = source {
+        if e.is::<LengthLimitError>() {
+            return ForwardError::BodyTooLarge;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return ForwardError::Timeout;
+            }
+        }
+        source = e.source();
+    }
+    if error.is_connect() {
+        ForwardError::Connect
+    } else {
+        ForwardError::Protocol
+    }
+}
+
+fn clock_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// Milliseconds since the process's clock start; never 0, which means "healthy".
+fn now_millis() -> u64 {
+    clock_start().elapsed().as_millis() as u64 + 1
+}

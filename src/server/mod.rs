@@ -1,0 +1,233 @@
+//! Listeners and connections: the accept loop, `max_connections`, per-connection header-read
+//! and idle timeouts, HTTP/1.1 and h2c (prior knowledge) on one port, graceful shutdown.
+
+mod io;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::gateway::{self, ConnectionInfo};
+use crate::snapshot::State;
+use io::{Activity, InFlight, TrackedIo};
+
+/// Why the gateway could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "{field}: cannot listen on {addr}: {source}\n  fix: free the port, or choose another address in the config"
+    )]
+    Bind {
+        field: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A gateway whose listeners are bound, ready to `run`.
+pub struct Gateway {
+    state: Arc<State>,
+    listener: TcpListener,
+    admin: TcpListener,
+}
+
+impl Gateway {
+    /// Binds the gateway and admin listeners of `config`.
+    pub async fn bind(config: Config) -> Result<Self, ServeError> {
+        let listen = config.server.listen;
+        let admin_listen = config.admin.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                field: "server.listen",
+                addr: listen,
+                source,
+            })?;
+        let admin = TcpListener::bind(admin_listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                field: "admin.listen",
+                addr: admin_listen,
+                source,
+            })?;
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let state = Arc::new(State::new(config, metrics));
+        Ok(Self {
+            state,
+            listener,
+            admin,
+        })
+    }
+
+    /// The address the gateway listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The address of the admin endpoints.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
+    /// for up to `server.shutdown_grace`, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let Gateway {
+            state,
+            listener,
+            admin,
+        } = self;
+        tracing::info!(addr = %listener.local_addr().map_or(String::new(), |a| a.to_string()), "gateway listening");
+        tracing::info!(addr = %admin.local_addr().map_or(String::new(), |a| a.to_string()), "admin listening");
+        let admin_task = tokio::spawn(crate::admin::serve(admin, state.clone()));
+        state.set_ready(true);
+
+        let graceful = GracefulShutdown::new();
+        let limits = state.snapshot.load().config.server.clone();
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let builder = Arc::new(http_builder(&state.snapshot.load().config));
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, limit = limits.max_connections, "max_connections reached; connection refused");
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let state = state.clone();
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let limits = limits.clone();
+            tokio::spawn(async move {
+                let info = ConnectionInfo { peer, tls: false };
+                serve_connection(stream, info, state, &builder, watcher, &limits).await;
+                drop(permit);
+            });
+        }
+
+        state.set_ready(false);
+        drop(listener);
+        let open = graceful.count();
+        tracing::info!(
+            open_connections = open,
+            grace_ms = limits.shutdown_grace.as_millis() as u64,
+            "shutting down"
+        );
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all connections closed"),
+            () = tokio::time::sleep(limits.shutdown_grace) => {
+                tracing::warn!("shutdown_grace elapsed; closing the remaining connections");
+            }
+        }
+        admin_task.abort();
+        Ok(())
+    }
+}
+
+fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+    let server = &config.server;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(server.max_header_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    info: ConnectionInfo,
+    state: Arc<State>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    limits: &crate::config::Server,
+) {
+    let activity = Arc::new(Activity::default());
+    let io = TokioIo::new(TrackedIo::new(stream, activity.clone()));
+    let service_activity = activity.clone();
+    let service = service_fn(move |request| {
+        let state = state.clone();
+        let in_flight = InFlight::start(service_activity.clone());
+        async move {
+            let response = gateway::handle(&state, info, request).await;
+            drop(in_flight);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    let connection = watcher.watch(connection.into_owned());
+    tokio::pin!(connection);
+
+    // Timeouts hyper cannot enforce here: before the protocol is known (auto-detection has no
+    // timer) and between requests.
+    let tick = (limits.idle_timeout.min(limits.header_read_timeout) / 4)
+        .clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let accepted = Instant::now();
+    let mut last_active = accepted;
+    loop {
+        tokio::select! {
+            result = &mut connection => {
+                if let Err(e) = result {
+                    tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                if activity.touched.swap(false, Ordering::Relaxed) || activity.in_flight.load(Ordering::Relaxed) > 0 {
+                    last_active = now;
+                }
+                if !activity.started.load(Ordering::Relaxed)
+                    && now.duration_since(accepted) >= limits.header_read_timeout
+                {
+                    tracing::debug!(peer = %info.peer, "no request head within header_read_timeout; closing");
+                    return;
+                }
+                if now.duration_since(last_active) >= limits.idle_timeout {
+                    tracing::debug!(peer = %info.peer, "idle_timeout reached; closing");
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The runtime state a request reads: one immutable `Snapshot` built from a validated config,
+//! swapped in whole behind `arc-swap`.
+//!
+//! A request loads the snapshot once at its start and uses that one to its end, so a reload
+//! never changes the rules under a request in flight. Building a snapshot never happens on
+//! the request path.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::metrics::{Handles, Metrics};
+use crate::proxy::UpstreamPool;
+use crate::proxy::headers::identity_header_key;
+use crate::routing::RouteTable;
+
+/// Everything derived from one config.
+pub struct Snapshot {
+    pub config: Config,
+    pub routes: RouteTable,
+    /// Indexed like `config.upstreams`.
+    pub upstreams: Vec<UpstreamPool>,
+    pub metrics: Handles,
+    /// Every header any route sets from claims, normalised: removed from every request.
+    pub identity_headers: Vec<String>,
+}
+
+impl Snapshot {
+    pub fn build(config: Config, metrics: &Metrics) -> Self {
+        let mut identity_headers: Vec<String> = config
+            .routes
+            .iter()
+            .flat_map(|r| {
+                r.forward
+                    .claims_to_headers
+                    .iter()
+                    .map(|(_, h)| identity_header_key(h))
+            })
+            .collect();
+        identity_headers.sort();
+        identity_headers.dedup();
+        Self {
+            routes: RouteTable::new(&config.routes),
+            upstreams: config.upstreams.iter().map(UpstreamPool::new).collect(),
+            metrics: metrics.handles(&config),
+            identity_headers,
+            config,
+        }
+    }
+}
+
+/// Process-wide state shared by listeners, the admin endpoints and reloads.
+pub struct State {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    ready: AtomicBool,
+}
+
+impl State {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Self {
+        let snapshot = Snapshot::build(config, &metrics);
+        Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Ready: config loaded and listeners bound, and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+}

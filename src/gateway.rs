@@ -239,7 +239,7 @@ fn finish(
             route = route_config.map_or(crate::metrics::NO_ROUTE, |r| r.name.as_str()),
             upstream = route_config.map_or("", |r| snapshot.config.upstreams[r.upstream].name.as_str()),
             status = response.status().as_u16(),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            duration_ms = %format_args!("{:.3}", elapsed.as_secs_f64() * 1000.0),
         );
     }
 }

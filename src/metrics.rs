@@ -12,7 +12,7 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-use crate::config::Config;
+use crate::config::{Auth, Config};
 
 /// The route label of requests no route matched.
 pub const NO_ROUTE: &str = "_none";
@@ -114,22 +114,35 @@ impl Metrics {
 
     /// Resolves the handles one config needs: one set per route (plus `_none`) and upstream.
     pub fn handles(&self, config: &Config) -> Handles {
-        let route = |name: &str| RouteMetrics {
+        // Only the series a route can produce: an anonymous route never lacks a token, a
+        // protected one is never anonymous, and `_none` decides nothing.
+        let decision = |route: &str, result: &str, relevant: bool| {
+            if relevant {
+                self.auth_decisions
+                    .with_label_values(&[route, NO_ROUTE, result])
+            } else {
+                IntCounter::new("tokengate_unexported", "never registered")
+                    .expect("metric definition is valid")
+            }
+        };
+        let route = |name: &str, auth: Option<&Auth>| RouteMetrics {
             name: name.to_owned(),
             duration: self.request_duration.with_label_values(&[name]),
-            anonymous: self
-                .auth_decisions
-                .with_label_values(&[name, NO_ROUTE, "anonymous"]),
-            missing_token: self.auth_decisions.with_label_values(&[
+            anonymous: decision(name, "anonymous", auth == Some(&Auth::Anonymous)),
+            missing_token: decision(
                 name,
-                NO_ROUTE,
                 "missing_token",
-            ]),
+                matches!(auth, Some(Auth::Required(_))),
+            ),
             statuses: std::array::from_fn(|_| StatusCounters::new()),
             requests: self.requests.clone(),
         };
-        let mut routes: Vec<RouteMetrics> = config.routes.iter().map(|r| route(&r.name)).collect();
-        routes.push(route(NO_ROUTE));
+        let mut routes: Vec<RouteMetrics> = config
+            .routes
+            .iter()
+            .map(|r| route(&r.name, Some(&r.auth)))
+            .collect();
+        routes.push(route(NO_ROUTE, None));
         let upstreams = config
             .upstreams
             .iter()

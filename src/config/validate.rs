@@ -81,7 +81,7 @@ pub(super) fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigErro
     let admin = Admin {
         listen: socket_addr(&cx, &raw.admin.listen, "admin.listen")?,
     };
-    if admin.listen == server.listen {
+    if admin.listen == server.listen && admin.listen.port() != 0 {
         return Err(cx.err(
             raw.admin.listen.referenced,
             "admin.listen",

@@ -1,0 +1,254 @@
+//! Shared set-up for the integration tests: a real gateway on 127.0.0.1:0, real upstreams,
+//! real clients. Everything binds to loopback and stops when the test's runtime ends.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+pub fn full(text: impl Into<Bytes>) -> Body {
+    Full::new(text.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// What an upstream received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub version: http::Version,
+}
+
+/// A real HTTP server on 127.0.0.1:0 that records every request and counts connections.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Upstream {
+    /// An upstream answering 200 `ok from ADDR`, with hop-by-hop headers the gateway must drop.
+    pub async fn echo() -> Self {
+        Self::start(|request: Request<Incoming>, addr: SocketAddr| async move {
+            drop(request.into_body().collect().await);
+            Response::builder()
+                .header("x-upstream", addr.to_string())
+                .header("connection", "x-hop")
+                .header("x-hop", "must not reach the client")
+                .header("keep-alive", "timeout=5")
+                .body(full(format!("ok from {addr}")))
+                .unwrap()
+        })
+        .await
+    }
+
+    /// An upstream whose answers come from `handler`.
+    pub async fn start<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let handler = Arc::new(handler);
+        let task = {
+            let (seen, connections) = (seen.clone(), connections.clone());
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    let (seen, handler) = (seen.clone(), handler.clone());
+                    tokio::spawn(async move {
+                        let service = service_fn(move |request: Request<Incoming>| {
+                            seen.lock().unwrap().push(Seen {
+                                method: request.method().to_string(),
+                                path_and_query: request
+                                    .uri()
+                                    .path_and_query()
+                                    .map_or(String::new(), |p| p.to_string()),
+                                headers: request.headers().clone(),
+                                version: request.version(),
+                            });
+                            let response = handler(request, addr);
+                            async move { Ok::<_, Infallible>(response.await) }
+                        });
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            })
+        };
+        Self {
+            addr,
+            seen,
+            connections,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The one request received so far; panics if there were more or none.
+    pub fn only_request(&self) -> Seen {
+        let seen = self.seen();
+        assert_eq!(
+            seen.len(),
+            1,
+            "expected exactly one upstream request, got {seen:#?}"
+        );
+        seen.into_iter().next().unwrap()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A gateway running in this process on 127.0.0.1:0.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Starts a gateway from `yaml`; `server.listen` and `admin.listen` default to
+    /// 127.0.0.1:0 when the YAML has no `server:`/`admin:` section.
+    pub async fn start(yaml: &str) -> Self {
+        let mut text = String::new();
+        if !yaml.contains("server:") {
+            text.push_str("server:\n  listen: \"127.0.0.1:0\"\n");
+        }
+        if !yaml.contains("admin:") {
+            text.push_str("admin:\n  listen: \"127.0.0.1:0\"\n");
+        }
+        text.push_str(yaml);
+        let config = tokengate::config::parse(Path::new("test.yaml"), &text)
+            .unwrap_or_else(|e| panic!("test config refused: {e}\n{text}"));
+        let gateway = tokengate::Gateway::bind(config).await.unwrap();
+        let (addr, admin) = (gateway.local_addr(), gateway.admin_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            gateway
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            admin,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Signals shutdown and returns the task that completes when the gateway has stopped.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.take().expect("shutdown begins once")
+    }
+
+    /// The admin `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A plain HTTP client that never goes through a proxy from the environment.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// Writes `request` bytes on a fresh connection and reads until the server closes it or
+/// `wait` passes; returns what was read.
+pub async fn raw_request(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The value of `name` in a Prometheus text exposition line that has all of `labels`.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

@@ -215,7 +215,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let raw: raw::RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax {
         file: path.to_owned(),
-        message: e.to_string(),
+        message: e
+            .to_string()
+            .trim_start_matches("error: ")
+            .replace("<input>", &path.display().to_string()),
     })?;
     validate::validate(path, raw)
 }

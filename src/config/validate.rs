@@ -785,15 +785,16 @@ pub fn check_referenced_files(config: &Config) -> Result<(), ConfigError> {
         if let JwksSource::File(path) = &issuer.jwks.source {
             readable(path, format!("issuers[{i}].jwks.file"))?;
         }
-        if let Some(dir) = &issuer.jwks.cache_dir {
-            if dir.exists() && !dir.is_dir() {
-                return Err(cx.err(
-                    Location::UNKNOWN,
-                    format!("issuers[{i}].jwks.cache_dir"),
-                    format!("`{}` exists and is not a directory", dir.display()),
-                    "point cache_dir at a directory the gateway may write to",
-                ));
-            }
+        if let Some(dir) = &issuer.jwks.cache_dir
+            && dir.exists()
+            && !dir.is_dir()
+        {
+            return Err(cx.err(
+                Location::UNKNOWN,
+                format!("issuers[{i}].jwks.cache_dir"),
+                format!("`{}` exists and is not a directory", dir.display()),
+                "point cache_dir at a directory the gateway may write to",
+            ));
         }
     }
     if let Some(revocation) = &config.revocation {

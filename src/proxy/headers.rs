@@ -80,10 +80,10 @@ pub fn rewrite_request(headers: &mut HeaderMap, client: &ClientSide, identity_he
             HeaderValue::from_static(client.proto),
         );
     }
-    if !(client.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        if let Some(host) = client.host {
-            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-        }
+    if !(client.trusted && headers.contains_key(&X_FORWARDED_HOST))
+        && let Some(host) = client.host
+    {
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
 }
 

@@ -198,10 +198,10 @@ fn classify(error: &hyper_util::client::legacy::Error) -> ForwardError {
         if e.is::<LengthLimitError>() {
             return ForwardError::BodyTooLarge;
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return ForwardError::Timeout;
-            }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return ForwardError::Timeout;
         }
         source = e.source();
     }

@@ -61,10 +61,10 @@ impl Matcher {
                 _ => return false,
             }
         }
-        if let Some(methods) = &self.methods {
-            if !methods.contains(method) {
-                return false;
-            }
+        if let Some(methods) = &self.methods
+            && !methods.contains(method)
+        {
+            return false;
         }
         match &self.path {
             PathMatch::Exact(p) => path == p,

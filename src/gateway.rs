@@ -179,12 +179,11 @@ async fn forward(
         None => usize::MAX,
     };
 
-    // HTTP/2 clients send :authority instead of Host; the upstream gets it as Host.
+    // The authority of an absolute-form target (RFC 9112 §3.2.2) or HTTP/2 :authority is
+    // the host routing used; the upstream gets it as Host.
     let host = match parts.uri.authority() {
-        Some(authority) if !parts.headers.contains_key(HOST) => {
-            HeaderValue::from_str(authority.as_str()).ok()
-        }
-        _ => parts.headers.get(HOST).cloned(),
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => parts.headers.get(HOST).cloned(),
     };
     let client = ClientSide {
         peer: conn.peer.ip(),

@@ -200,6 +200,11 @@ async fn hosts_match_case_insensitively_without_port_and_two_hosts_are_refused()
     )
     .await;
     assert!(absolute.starts_with("HTTP/1.1 200"), "{absolute}");
+    assert_eq!(
+        upstream.seen()[1].headers["host"],
+        "api.example.com",
+        "an absolute-form target's authority replaces the Host header"
+    );
     let other = raw_request(
         gw.addr,
         b"GET /x HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",

@@ -51,7 +51,7 @@ pub async fn run(shutdown: impl Future<Output = ()>) -> Result<(), DemoError> {
          curl -i http://{base}/public/hello          # 200: anonymous route, the echo upstream answers\n  \
          curl -i http://{base}/orders/42             # 401: this route needs a bearer token\n  \
          curl -i http://{base}/nowhere               # 404: no route matches\n  \
-         curl -i http://{base}/public/../orders/42   # 401: paths are normalised before matching\n  \
+         curl -i --path-as-is http://{base}/public/../orders/42  # 401: normalised before matching\n  \
          curl -s http://{metrics}/metrics | grep tokengate_requests_total\n\
          \n\
          Ctrl-C stops.\n"

@@ -21,6 +21,7 @@ use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::auth::{self, Decision};
+use crate::config::Route;
 use crate::metrics::RouteMetrics;
 use crate::proxy::headers::{self, ClientSide, X_REQUEST_ID};
 use crate::reject::Rejection;
@@ -99,23 +100,17 @@ async fn route_and_forward(
     match auth::authenticate(request.headers(), route) {
         Ok(Decision::Anonymous) => route_metrics.anonymous.inc(),
         Err(rejection) => {
-            if rejection == Rejection::MissingToken {
-                route_metrics.missing_token.inc();
+            match rejection {
+                Rejection::MissingToken => route_metrics.missing_token.inc(),
+                Rejection::InvalidToken(_) => route_metrics.invalid_token.inc(),
+                _ => {}
             }
             return Err(rejection);
         }
     }
 
     let path_and_query = upstream_path(request.uri().path_and_query(), path)?;
-    forward(
-        snapshot,
-        route.upstream,
-        conn,
-        request,
-        path_and_query,
-        request_id,
-    )
-    .await
+    forward(snapshot, route, conn, request, path_and_query, request_id).await
 }
 
 /// RFC 9112 §3.2: several Host headers are refused; so are several Authorization headers,
@@ -155,7 +150,7 @@ fn upstream_path(
 
 async fn forward(
     snapshot: &Snapshot,
-    upstream: usize,
+    route: &Route,
     conn: ConnectionInfo,
     request: Request<Incoming>,
     path_and_query: PathAndQuery,
@@ -195,6 +190,9 @@ async fn forward(
         host: host.as_ref(),
     };
     headers::rewrite_request(&mut parts.headers, &client, &snapshot.identity_headers);
+    if route.forward.strip_authorization {
+        parts.headers.remove(AUTHORIZATION);
+    }
     if let Some(host) = host.clone() {
         parts.headers.insert(HOST, host);
     }
@@ -202,6 +200,7 @@ async fn forward(
         .headers
         .insert(X_REQUEST_ID.clone(), request_id.clone());
 
+    let upstream = route.upstream;
     let pool = &snapshot.upstreams[upstream];
     let request = Request::from_parts(parts, Limited::new(body, limit));
     let mut response = pool

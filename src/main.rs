@@ -52,8 +52,11 @@ fn main() -> ExitCode {
         Command::Check(arg) => check(&arg.config),
         Command::Serve(arg) => serve(&arg.config),
         Command::Demo => runtime().and_then(|rt| {
-            rt.block_on(tokengate::demo::run(shutdown_signal()))
-                .context("demo failed")
+            rt.block_on(async {
+                ignore_sighup();
+                tokengate::demo::run(shutdown_signal()).await
+            })
+            .context("demo failed")
         }),
     };
     match result {
@@ -82,6 +85,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let config = config::load(path)?;
     config::check_referenced_files(&config)?;
     runtime()?.block_on(async {
+        ignore_sighup();
         let gateway = Gateway::bind(config).await?;
         gateway.run(shutdown_signal()).await?;
         anyhow::Ok(())
@@ -93,6 +97,20 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// SIGHUP must not end the process (its default): say that a restart applies config changes.
+fn ignore_sighup() {
+    #[cfg(unix)]
+    if let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::warn!(
+                    "SIGHUP received: this version does not reload its config; restart to apply changes"
+                );
+            }
+        });
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

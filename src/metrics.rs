@@ -33,7 +33,6 @@ pub struct Metrics {
     auth_decisions: IntCounterVec,
     upstream_duration: HistogramVec,
     upstream_errors: IntCounterVec,
-    reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -81,21 +80,12 @@ impl Metrics {
             &["upstream", "kind"],
         )
         .expect("metric definition is valid");
-        let reloads = IntCounterVec::new(
-            Opts::new(
-                "tokengate_reload_total",
-                "Reloads, by what was reloaded and result.",
-            ),
-            &["what", "result"],
-        )
-        .expect("metric definition is valid");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
             Box::new(auth_decisions.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(upstream_errors.clone()),
-            Box::new(reloads.clone()),
         ] {
             registry
                 .register(collector)
@@ -108,7 +98,6 @@ impl Metrics {
             auth_decisions,
             upstream_duration,
             upstream_errors,
-            reloads,
         }
     }
 
@@ -132,6 +121,11 @@ impl Metrics {
             missing_token: decision(
                 name,
                 "missing_token",
+                matches!(auth, Some(Auth::Required(_))),
+            ),
+            invalid_token: decision(
+                name,
+                "invalid_token",
                 matches!(auth, Some(Auth::Required(_))),
             ),
             statuses: std::array::from_fn(|_| StatusCounters::new()),
@@ -160,11 +154,6 @@ impl Metrics {
             })
             .collect();
         Handles { routes, upstreams }
-    }
-
-    /// Counts a reload of `what` (config, jwks, revocation, tls) with `result` (ok, error).
-    pub fn count_reload(&self, what: &str, result: &str) {
-        self.reloads.with_label_values(&[what, result]).inc();
     }
 
     /// The Prometheus text exposition of every family.
@@ -201,6 +190,7 @@ pub struct RouteMetrics {
     pub duration: Histogram,
     pub anonymous: IntCounter,
     pub missing_token: IntCounter,
+    pub invalid_token: IntCounter,
     statuses: [StatusCounters; METHODS.len()],
     requests: IntCounterVec,
 }

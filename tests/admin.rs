@@ -53,6 +53,11 @@ async fn requests_are_counted_by_route_method_and_status_with_bounded_labels() {
     .await
     .unwrap();
     http.get(gw.url("/private/x")).send().await.unwrap();
+    http.get(gw.url("/private/y"))
+        .bearer_auth("a.b.c")
+        .send()
+        .await
+        .unwrap();
     http.get(gw.url("/unrouted/secret-path-123"))
         .send()
         .await
@@ -69,7 +74,7 @@ async fn requests_are_counted_by_route_method_and_status_with_bounded_labels() {
     assert_eq!(requests("public", "GET", "200"), Some(3.0), "{text}");
     assert_eq!(requests("public", "POST", "200"), Some(1.0));
     assert_eq!(requests("public", "other", "200"), Some(1.0));
-    assert_eq!(requests("private", "GET", "401"), Some(1.0));
+    assert_eq!(requests("private", "GET", "401"), Some(2.0));
     assert_eq!(requests("_none", "GET", "404"), Some(1.0));
     assert!(
         !text.contains("secret-path-123"),
@@ -110,6 +115,23 @@ async fn requests_are_counted_by_route_method_and_status_with_bounded_labels() {
             &[("route", "private"), ("result", "missing_token")]
         ),
         Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "tokengate_auth_decisions_total",
+            &[("route", "private"), ("result", "invalid_token")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "tokengate_auth_decisions_total",
+            &[("route", "public"), ("result", "missing_token")]
+        ),
+        None,
+        "series a route cannot produce are not exported"
     );
     for family in [
         "tokengate_requests_total",

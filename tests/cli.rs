@@ -126,6 +126,11 @@ fn check_refuses_broken_configs_naming_the_field_and_the_fix() {
             VALID.replace("    auth: none\n", "    auth: none\n    auth: none\n"),
             &["auth"],
         ),
+        (
+            "TLS requested but not available",
+            format!("server:\n  tls: {{ cert: c.pem, key: k.pem }}\n{VALID}"),
+            &["server.tls", "fix:"],
+        ),
         ("not YAML at all", "routes: [\n".to_owned(), &["line"]),
         (
             "bad listen address",
@@ -239,6 +244,26 @@ async fn serve_reads_tokengate_config_and_exits_cleanly_on_sigterm() {
     );
 
     let pid = child.0.id().to_string();
+    // SIGHUP does not end the process.
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "SIGHUP ended the gateway"
+    );
+    let response = client()
+        .get(format!("http://{addr}/after-hup"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])

@@ -102,6 +102,61 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_kept_alive_connection_outlives_header_read_timeout_until_idle_timeout() {
+    let upstream = Upstream::echo().await;
+    let server = "  header_read_timeout: 200ms\n  idle_timeout: 1500ms\n";
+    let gw = Gateway::start(&config(&upstream.url(), server)).await;
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let closed = time_until_closed(&mut conn, Duration::from_secs(5)).await;
+    let closed = closed.expect("the idle connection was closed in the end");
+    assert!(
+        closed >= Duration::from_millis(1200),
+        "idle for {closed:?}: closed by the header timer, not idle_timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_second_request_head_on_a_kept_alive_connection_is_also_timed() {
+    let upstream = Upstream::echo().await;
+    let server = "  header_read_timeout: 400ms\n  idle_timeout: 10s\n";
+    let gw = Gateway::start(&config(&upstream.url(), server)).await;
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let _ = conn.read(&mut buf).await.unwrap();
+    conn.write_all(b"GET /b HTTP/1.1\r\n").await.unwrap();
+    let mut closed = None;
+    let started = Instant::now();
+    for i in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if conn
+            .write_all(format!("X-Drip-{i}: 1\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            closed = Some(started.elapsed());
+            break;
+        }
+    }
+    let closed = match closed {
+        Some(t) => t,
+        None => time_until_closed(&mut conn, Duration::from_secs(1))
+            .await
+            .expect("the dripped second head was cut off"),
+    };
+    assert!(closed < Duration::from_secs(3), "took {closed:?}");
+    assert_eq!(upstream.seen().len(), 1);
+}
+
+#[tokio::test]
 async fn a_request_waiting_on_a_slow_upstream_is_not_idle() {
     let upstream = Upstream::start(|_req, _| async {
         tokio::time::sleep(Duration::from_millis(900)).await;

@@ -377,6 +377,38 @@ issuers:
 }
 
 #[tokio::test]
+async fn strip_authorization_keeps_the_credential_from_the_upstream() {
+    let upstream = Upstream::echo().await;
+    let routes = "  - name: stripped
+    match: { path_prefix: /stripped }
+    upstream: app
+    auth: none
+    forward: { strip_authorization: true }
+  - name: kept
+    match: { path_prefix: /kept }
+    upstream: app
+    auth: none
+";
+    let gw = Gateway::start(&config(&upstream.url(), "", routes)).await;
+    for path in ["/stripped/x", "/kept/x"] {
+        let response = client()
+            .get(gw.url(path))
+            .bearer_auth("abc")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let seen = upstream.seen();
+    assert!(
+        !seen[0].headers.contains_key("authorization"),
+        "{:?}",
+        seen[0].headers
+    );
+    assert_eq!(seen[1].headers["authorization"], "Bearer abc");
+}
+
+#[tokio::test]
 async fn protected_routes_never_forward_without_verification() {
     let upstream = Upstream::echo().await;
     let gw = Gateway::start(&config(&upstream.url(), "", PUBLIC_AND_PROTECTED)).await;

@@ -162,7 +162,8 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
+        // Enforced per connection in `serve_connection`; see there.
+        .header_read_timeout(None)
         .max_buf_size(server.max_header_bytes)
         .keep_alive(true);
     builder
@@ -196,14 +197,14 @@ async fn serve_connection(
     let connection = watcher.watch(connection.into_owned());
     tokio::pin!(connection);
 
-    // Timeouts hyper cannot enforce here: before the protocol is known (auto-detection has no
-    // timer) and between requests.
+    // Timeouts enforced here rather than by hyper: its HTTP/1 header timer also runs while a
+    // kept-alive connection waits for its next request (which would make idle_timeout
+    // meaningless), and protocol auto-detection has no timer at all.
     let tick = (limits.idle_timeout.min(limits.header_read_timeout) / 4)
         .clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let accepted = Instant::now();
-    let mut last_active = accepted;
+    let mut clock = ConnectionClock::new(Instant::now());
     loop {
         tokio::select! {
             result = &mut connection => {
@@ -213,21 +214,63 @@ async fn serve_connection(
                 return;
             }
             _ = ticker.tick() => {
-                let now = Instant::now();
-                if activity.touched.swap(false, Ordering::Relaxed) || activity.in_flight.load(Ordering::Relaxed) > 0 {
-                    last_active = now;
-                }
-                if !activity.started.load(Ordering::Relaxed)
-                    && now.duration_since(accepted) >= limits.header_read_timeout
-                {
-                    tracing::debug!(peer = %info.peer, "no request head within header_read_timeout; closing");
-                    return;
-                }
-                if now.duration_since(last_active) >= limits.idle_timeout {
-                    tracing::debug!(peer = %info.peer, "idle_timeout reached; closing");
+                if let Some(reason) = clock.expired(&activity, Instant::now(), limits) {
+                    tracing::debug!(peer = %info.peer, reason, "closing connection");
                     return;
                 }
             }
         }
+    }
+}
+
+/// Per-connection timing: when the connection was last active, and when the request head now
+/// being read began.
+struct ConnectionClock {
+    last_active: Instant,
+    /// Set while a request head is being received (from accept for the first one).
+    head_started: Option<Instant>,
+    requests_seen: u64,
+}
+
+impl ConnectionClock {
+    fn new(accepted: Instant) -> Self {
+        Self {
+            last_active: accepted,
+            head_started: Some(accepted),
+            requests_seen: 0,
+        }
+    }
+
+    /// Why the connection should be closed now, if it should.
+    fn expired(
+        &mut self,
+        activity: &Activity,
+        now: Instant,
+        limits: &crate::config::Server,
+    ) -> Option<&'static str> {
+        let read = activity.read.swap(false, Ordering::Relaxed);
+        let written = activity.written.swap(false, Ordering::Relaxed);
+        let in_flight = activity.in_flight.load(Ordering::Relaxed) > 0;
+        let requests = activity.requests.load(Ordering::Relaxed);
+        if read || written || in_flight {
+            self.last_active = now;
+        }
+        if requests != self.requests_seen || in_flight {
+            // A head was completed; the next one starts with the next bytes read.
+            self.requests_seen = requests;
+            self.head_started = None;
+        } else if read && self.head_started.is_none() && !activity.http2.load(Ordering::Relaxed) {
+            self.head_started = Some(now);
+        }
+        if self
+            .head_started
+            .is_some_and(|t| now.duration_since(t) >= limits.header_read_timeout)
+        {
+            return Some("request head not received within header_read_timeout");
+        }
+        if now.duration_since(self.last_active) >= limits.idle_timeout {
+            return Some("idle_timeout reached");
+        }
+        None
     }
 }

@@ -20,6 +20,7 @@ use http::{Method, Request, Response};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 
+use crate::auth::verify::Verified;
 use crate::auth::{self, Decision};
 use crate::config::Route;
 use crate::metrics::RouteMetrics;
@@ -73,6 +74,7 @@ pub async fn handle(
 struct AccessLog {
     enabled: bool,
     route: Option<usize>,
+    issuer: Option<usize>,
     path: Option<String>,
 }
 
@@ -97,20 +99,35 @@ async fn route_and_forward(
     let route = &snapshot.config.routes[index];
     let route_metrics = snapshot.metrics.route(Some(index));
 
-    match auth::authenticate(request.headers(), route) {
-        Ok(Decision::Anonymous) => route_metrics.anonymous.inc(),
-        Err(rejection) => {
-            match rejection {
-                Rejection::MissingToken => route_metrics.missing_token.inc(),
-                Rejection::InvalidToken(_) => route_metrics.invalid_token.inc(),
-                _ => {}
+    let outcome = auth::authenticate(
+        request.headers(),
+        route,
+        &snapshot.issuers,
+        &snapshot.token_cache,
+        |hit| {
+            if hit {
+                snapshot.metrics.cache_hits.inc();
+            } else {
+                snapshot.metrics.cache_misses.inc();
             }
-            return Err(rejection);
-        }
-    }
+        },
+    )
+    .await;
+    route_metrics.decide(outcome.issuer, outcome.label);
+    log.issuer = outcome.issuer;
+    let decision = outcome.result?;
 
     let path_and_query = upstream_path(request.uri().path_and_query(), path)?;
-    forward(snapshot, route, conn, request, path_and_query, request_id).await
+    forward(
+        snapshot,
+        route,
+        &decision,
+        conn,
+        request,
+        path_and_query,
+        request_id,
+    )
+    .await
 }
 
 /// RFC 9112 §3.2: several Host headers are refused; so are several Authorization headers,
@@ -151,6 +168,7 @@ fn upstream_path(
 async fn forward(
     snapshot: &Snapshot,
     route: &Route,
+    decision: &Decision,
     conn: ConnectionInfo,
     request: Request<Incoming>,
     path_and_query: PathAndQuery,
@@ -193,6 +211,9 @@ async fn forward(
     if route.forward.strip_authorization {
         parts.headers.remove(AUTHORIZATION);
     }
+    if let Decision::Verified(token) = decision {
+        set_identity_headers(&mut parts.headers, route, token);
+    }
     if let Some(host) = host.clone() {
         parts.headers.insert(HOST, host);
     }
@@ -215,6 +236,22 @@ async fn forward(
     Ok(response)
 }
 
+/// `claims_to_headers`: claim values for the upstream (client-sent copies are already gone).
+fn set_identity_headers(headers: &mut http::HeaderMap, route: &Route, token: &Verified) {
+    for (claim, header) in &route.forward.claims_to_headers {
+        let Some(value) = crate::auth::rules::claim(&token.claims, claim) else {
+            continue;
+        };
+        match HeaderValue::try_from(crate::auth::rules::header_text(value)) {
+            Ok(value) => {
+                headers.insert(header.clone(), value);
+            }
+            // A claim with control characters cannot travel in a header; never echo it.
+            Err(_) => tracing::debug!(claim = %claim, "claim value not usable as a header"),
+        }
+    }
+}
+
 fn finish(
     snapshot: &Snapshot,
     method: &Method,
@@ -235,6 +272,7 @@ fn finish(
             method = %method,
             path = log.path.as_deref().unwrap_or(""),
             route = route_config.map_or(crate::metrics::NO_ROUTE, |r| r.name.as_str()),
+            issuer = log.issuer.map_or("", |i| snapshot.config.issuers[i].name.as_str()),
             upstream = route_config.map_or("", |r| snapshot.config.upstreams[r.upstream].name.as_str()),
             status = response.status().as_u16(),
             duration_ms = %format_args!("{:.3}", elapsed.as_secs_f64() * 1000.0),

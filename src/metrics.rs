@@ -9,10 +9,11 @@ use std::sync::OnceLock;
 
 use http::{Method, StatusCode};
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::config::{Auth, Config};
+use crate::config::Config;
 
 /// The route label of requests no route matched.
 pub const NO_ROUTE: &str = "_none";
@@ -33,6 +34,10 @@ pub struct Metrics {
     auth_decisions: IntCounterVec,
     upstream_duration: HistogramVec,
     upstream_errors: IntCounterVec,
+    jwks_refresh: IntCounterVec,
+    jwks_keys: IntGaugeVec,
+    jwks_last_success: GaugeVec,
+    token_cache: IntCounterVec,
 }
 
 impl Metrics {
@@ -80,12 +85,48 @@ impl Metrics {
             &["upstream", "kind"],
         )
         .expect("metric definition is valid");
+        let jwks_refresh = IntCounterVec::new(
+            Opts::new(
+                "tokengate_jwks_refresh_total",
+                "JWKS fetches and file reads, by issuer and result (ok, not_modified, error).",
+            ),
+            &["issuer", "result"],
+        )
+        .expect("metric definition is valid");
+        let jwks_keys = IntGaugeVec::new(
+            Opts::new(
+                "tokengate_jwks_keys",
+                "Usable keys in the issuer's current key set.",
+            ),
+            &["issuer"],
+        )
+        .expect("metric definition is valid");
+        let jwks_last_success = GaugeVec::new(
+            Opts::new(
+                "tokengate_jwks_last_success_timestamp_seconds",
+                "Unix time of the issuer's last successful JWKS fetch or read.",
+            ),
+            &["issuer"],
+        )
+        .expect("metric definition is valid");
+        let token_cache = IntCounterVec::new(
+            Opts::new(
+                "tokengate_token_cache_requests_total",
+                "Verified-token cache lookups, by result (hit, miss).",
+            ),
+            &["result"],
+        )
+        .expect("metric definition is valid");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
             Box::new(auth_decisions.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(upstream_errors.clone()),
+            Box::new(jwks_refresh.clone()),
+            Box::new(jwks_keys.clone()),
+            Box::new(jwks_last_success.clone()),
+            Box::new(token_cache.clone()),
         ] {
             registry
                 .register(collector)
@@ -98,45 +139,48 @@ impl Metrics {
             auth_decisions,
             upstream_duration,
             upstream_errors,
+            jwks_refresh,
+            jwks_keys,
+            jwks_last_success,
+            token_cache,
+        }
+    }
+
+    /// Handles for one issuer's key-set metrics.
+    pub fn jwks(&self, issuer: &str) -> JwksMetrics {
+        JwksMetrics {
+            refresh_ok: self.jwks_refresh.with_label_values(&[issuer, "ok"]),
+            refresh_not_modified: self
+                .jwks_refresh
+                .with_label_values(&[issuer, "not_modified"]),
+            refresh_error: self.jwks_refresh.with_label_values(&[issuer, "error"]),
+            keys: self.jwks_keys.with_label_values(&[issuer]),
+            last_success: self.jwks_last_success.with_label_values(&[issuer]),
         }
     }
 
     /// Resolves the handles one config needs: one set per route (plus `_none`) and upstream.
     pub fn handles(&self, config: &Config) -> Handles {
-        // Only the series a route can produce: an anonymous route never lacks a token, a
-        // protected one is never anonymous, and `_none` decides nothing.
-        let decision = |route: &str, result: &str, relevant: bool| {
-            if relevant {
-                self.auth_decisions
-                    .with_label_values(&[route, NO_ROUTE, result])
-            } else {
-                IntCounter::new("tokengate_unexported", "never registered")
-                    .expect("metric definition is valid")
-            }
-        };
-        let route = |name: &str, auth: Option<&Auth>| RouteMetrics {
+        let issuers: Vec<String> = config
+            .issuers
+            .iter()
+            .map(|i| i.name.clone())
+            .chain([NO_ROUTE.to_owned()])
+            .collect();
+        let route = |name: &str| RouteMetrics {
             name: name.to_owned(),
             duration: self.request_duration.with_label_values(&[name]),
-            anonymous: decision(name, "anonymous", auth == Some(&Auth::Anonymous)),
-            missing_token: decision(
-                name,
-                "missing_token",
-                matches!(auth, Some(Auth::Required(_))),
-            ),
-            invalid_token: decision(
-                name,
-                "invalid_token",
-                matches!(auth, Some(Auth::Required(_))),
-            ),
+            // Created on first use: only the decisions a route really makes are exported.
+            decisions: (0..issuers.len() * AuthResult::ALL.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            issuers: issuers.clone(),
+            auth_decisions: self.auth_decisions.clone(),
             statuses: std::array::from_fn(|_| StatusCounters::new()),
             requests: self.requests.clone(),
         };
-        let mut routes: Vec<RouteMetrics> = config
-            .routes
-            .iter()
-            .map(|r| route(&r.name, Some(&r.auth)))
-            .collect();
-        routes.push(route(NO_ROUTE, None));
+        let mut routes: Vec<RouteMetrics> = config.routes.iter().map(|r| route(&r.name)).collect();
+        routes.push(route(NO_ROUTE));
         let upstreams = config
             .upstreams
             .iter()
@@ -153,7 +197,12 @@ impl Metrics {
                     .with_label_values(&[&u.name, "protocol"]),
             })
             .collect();
-        Handles { routes, upstreams }
+        Handles {
+            routes,
+            upstreams,
+            cache_hits: self.token_cache.with_label_values(&["hit"]),
+            cache_misses: self.token_cache.with_label_values(&["miss"]),
+        }
     }
 
     /// The Prometheus text exposition of every family.
@@ -175,6 +224,8 @@ impl Default for Metrics {
 pub struct Handles {
     pub routes: Vec<RouteMetrics>,
     pub upstreams: Vec<UpstreamMetrics>,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
 }
 
 impl Handles {
@@ -188,14 +239,32 @@ impl Handles {
 pub struct RouteMetrics {
     name: String,
     pub duration: Histogram,
-    pub anonymous: IntCounter,
-    pub missing_token: IntCounter,
-    pub invalid_token: IntCounter,
+    /// Indexed by issuer (the last is `_none`) times `AuthResult::ALL.len()`.
+    decisions: Box<[OnceLock<IntCounter>]>,
+    issuers: Vec<String>,
+    auth_decisions: IntCounterVec,
     statuses: [StatusCounters; METHODS.len()],
     requests: IntCounterVec,
 }
 
 impl RouteMetrics {
+    /// Counts one authentication decision; `issuer` is `None` when no issuer took part.
+    pub fn decide(&self, issuer: Option<usize>, result: AuthResult) {
+        let issuer = issuer
+            .unwrap_or(self.issuers.len() - 1)
+            .min(self.issuers.len() - 1);
+        let slot = issuer * AuthResult::ALL.len() + result as usize;
+        self.decisions[slot]
+            .get_or_init(|| {
+                self.auth_decisions.with_label_values(&[
+                    &self.name,
+                    &self.issuers[issuer],
+                    result.label(),
+                ])
+            })
+            .inc();
+    }
+
     /// Counts one answered request.
     pub fn count(&self, method: &Method, status: StatusCode) {
         let m = method_index(method);
@@ -211,6 +280,66 @@ impl RouteMetrics {
                 .requests
                 .with_label_values(&[&self.name, METHODS[m], status.as_str()])
                 .inc(),
+        }
+    }
+}
+
+/// The results of `tokengate_auth_decisions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthResult {
+    Allowed,
+    MissingToken,
+    InvalidToken,
+    Expired,
+    Revoked,
+    UnknownKey,
+    InsufficientScope,
+    Anonymous,
+}
+
+impl AuthResult {
+    pub const ALL: [AuthResult; 8] = [
+        AuthResult::Allowed,
+        AuthResult::MissingToken,
+        AuthResult::InvalidToken,
+        AuthResult::Expired,
+        AuthResult::Revoked,
+        AuthResult::UnknownKey,
+        AuthResult::InsufficientScope,
+        AuthResult::Anonymous,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthResult::Allowed => "allowed",
+            AuthResult::MissingToken => "missing_token",
+            AuthResult::InvalidToken => "invalid_token",
+            AuthResult::Expired => "expired",
+            AuthResult::Revoked => "revoked",
+            AuthResult::UnknownKey => "unknown_key",
+            AuthResult::InsufficientScope => "insufficient_scope",
+            AuthResult::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// One issuer's key-set metrics.
+#[derive(Clone)]
+pub struct JwksMetrics {
+    refresh_ok: IntCounter,
+    refresh_not_modified: IntCounter,
+    refresh_error: IntCounter,
+    pub keys: IntGauge,
+    pub last_success: Gauge,
+}
+
+impl JwksMetrics {
+    /// The refresh counter for `result`: `ok`, `not_modified` or `error`.
+    pub fn refresh(&self, result: &str) -> &IntCounter {
+        match result {
+            "ok" => &self.refresh_ok,
+            "not_modified" => &self.refresh_not_modified,
+            _ => &self.refresh_error,
         }
     }
 }
@@ -271,6 +400,13 @@ mod tests {
         assert!(STATUS_CODES.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(status_slot(StatusCode::OK), Some(4));
         assert_eq!(status_slot(StatusCode::from_u16(599).unwrap()), None);
+    }
+
+    #[test]
+    fn auth_results_index_their_own_slot() {
+        for (i, r) in AuthResult::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
     }
 
     #[test]

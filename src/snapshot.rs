@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
+use crate::auth::Issuers;
+use crate::auth::cache::TokenCache;
+use crate::auth::jwks::IssuerError;
 use crate::config::Config;
 use crate::metrics::{Handles, Metrics};
 use crate::proxy::UpstreamPool;
@@ -23,12 +26,16 @@ pub struct Snapshot {
     /// Indexed like `config.upstreams`.
     pub upstreams: Vec<UpstreamPool>,
     pub metrics: Handles,
+    /// Indexed like `config.issuers`; their key sets refresh on their own.
+    pub issuers: Issuers,
+    pub token_cache: TokenCache,
     /// Every header any route sets from claims, normalised: removed from every request.
     pub identity_headers: Vec<String>,
 }
 
 impl Snapshot {
-    pub fn build(config: Config, metrics: &Metrics) -> Self {
+    /// Builds the snapshot and starts its issuers' key refreshers (so: inside the runtime).
+    pub fn build(config: Config, metrics: &Metrics) -> Result<Self, IssuerError> {
         let mut identity_headers: Vec<String> = config
             .routes
             .iter()
@@ -41,13 +48,15 @@ impl Snapshot {
             .collect();
         identity_headers.sort();
         identity_headers.dedup();
-        Self {
+        Ok(Self {
             routes: RouteTable::new(&config.routes),
             upstreams: config.upstreams.iter().map(UpstreamPool::new).collect(),
             metrics: metrics.handles(&config),
+            issuers: Issuers::start(&config.issuers, metrics)?,
+            token_cache: TokenCache::new(),
             identity_headers,
             config,
-        }
+        })
     }
 }
 
@@ -59,18 +68,19 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> Self {
-        let snapshot = Snapshot::build(config, &metrics);
-        Self {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Self, IssuerError> {
+        let snapshot = Snapshot::build(config, &metrics)?;
+        Ok(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             ready: AtomicBool::new(false),
-        }
+        })
     }
 
-    /// Ready: config loaded and listeners bound, and not shutting down.
+    /// Ready: config loaded, listeners bound, every issuer's keys loaded once, and not
+    /// shutting down.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.snapshot.load().issuers.all_have_keys()
     }
 
     pub fn set_ready(&self, ready: bool) {

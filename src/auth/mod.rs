@@ -1,40 +1,208 @@
 //! Authentication of a request against its route's `auth` rules.
 //!
-//! The route decides: `auth: none` is anonymous; anything else needs a bearer token from an
-//! allowed issuer. This module never forwards and never fetches keys on the request path.
+//! The route decides: `auth: none` is anonymous; anything else needs a bearer token that one
+//! of the allowed issuers signed (`verify`), that meets the route's scopes and claims
+//! (`rules`). Verified tokens are cached (`cache`); the route's rules run every time.
+//! Nothing here fetches keys except through the bounded unknown-kid refetch in `jwks`.
 
 pub mod bearer;
+pub mod cache;
+mod json;
+pub mod jwks;
+pub mod keys;
+pub mod rules;
+pub mod verify;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 
-use crate::config::{Auth, Route};
+use crate::config::{Auth, Issuer, Route};
+use crate::metrics::{AuthResult, Metrics};
 use crate::reject::Rejection;
 use bearer::{BearerError, bearer_token};
+use cache::TokenCache;
+use jwks::{IssuerError, IssuerState};
+use verify::{Failure, Verified};
+
+/// Every configured issuer, found by name order or by `iss`.
+pub struct Issuers {
+    pub list: Vec<IssuerState>,
+    by_iss: HashMap<String, usize>,
+}
+
+impl Issuers {
+    /// Sets up every issuer's key source (see `IssuerState::start`).
+    pub fn start(configs: &[Issuer], metrics: &Metrics) -> Result<Self, IssuerError> {
+        let list = configs
+            .iter()
+            .map(|c| IssuerState::start(c.clone(), metrics.jwks(&c.name)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let by_iss = configs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.issuer.clone(), i))
+            .collect();
+        Ok(Self { list, by_iss })
+    }
+
+    pub fn by_iss(&self, iss: &str) -> Option<usize> {
+        self.by_iss.get(iss).copied()
+    }
+
+    /// Every issuer has loaded keys at least once.
+    pub fn all_have_keys(&self) -> bool {
+        self.list.iter().all(IssuerState::has_keys)
+    }
+}
 
 /// How a request was let through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Decision {
     Anonymous,
+    Verified(Arc<Verified>),
+}
+
+/// The outcome of authentication, with what metrics need to know.
+pub struct Outcome {
+    pub result: Result<Decision, Rejection>,
+    pub label: AuthResult,
+    pub issuer: Option<usize>,
 }
 
 /// Applies `route`'s auth rules to the request `headers`.
-///
-/// Token verification is not part of this build: a route that needs a token refuses every
-/// request (401), so nothing unauthenticated is ever forwarded.
-pub fn authenticate(headers: &HeaderMap, route: &Route) -> Result<Decision, Rejection> {
-    match &route.auth {
-        Auth::Anonymous => Ok(Decision::Anonymous),
-        Auth::Required(_) => match bearer_token(headers) {
-            Ok(None) => Err(Rejection::MissingToken),
-            Ok(Some(_token)) => Err(Rejection::InvalidToken(
-                "this gateway cannot verify tokens yet",
-            )),
-            Err(BearerError::Several) => {
-                Err(Rejection::BadRequest("several Authorization headers"))
+pub async fn authenticate(
+    headers: &HeaderMap,
+    route: &Route,
+    issuers: &Issuers,
+    cache: &TokenCache,
+    cache_hit: impl Fn(bool),
+) -> Outcome {
+    let rules = match &route.auth {
+        Auth::Anonymous => {
+            return Outcome {
+                result: Ok(Decision::Anonymous),
+                label: AuthResult::Anonymous,
+                issuer: None,
+            };
+        }
+        Auth::Required(rules) => rules,
+    };
+    let refuse = |rejection, label, issuer| Outcome {
+        result: Err(rejection),
+        label,
+        issuer,
+    };
+    let token = match bearer_token(headers) {
+        Ok(Some(token)) => token,
+        Ok(None) => return refuse(Rejection::MissingToken, AuthResult::MissingToken, None),
+        Err(BearerError::Several) => {
+            return refuse(
+                Rejection::BadRequest("several Authorization headers"),
+                AuthResult::InvalidToken,
+                None,
+            );
+        }
+        Err(BearerError::Malformed) => {
+            return refuse(
+                Rejection::InvalidToken("the bearer token is malformed"),
+                AuthResult::InvalidToken,
+                None,
+            );
+        }
+    };
+
+    let now = SystemTime::now();
+    let verified = match cached(token, cache, issuers, now) {
+        Some(hit) => {
+            cache_hit(true);
+            hit
+        }
+        None => {
+            cache_hit(false);
+            match verify::verify(token, issuers, rules.issuers.as_deref(), now).await {
+                Ok(v) => {
+                    let v = Arc::new(v);
+                    cache.insert(token, v.clone());
+                    v
+                }
+                Err((failure, issuer)) => {
+                    let (rejection, label) = match failure {
+                        Failure::Invalid(why) => {
+                            (Rejection::InvalidToken(why), AuthResult::InvalidToken)
+                        }
+                        Failure::Expired => (
+                            Rejection::InvalidToken("the token has expired"),
+                            AuthResult::Expired,
+                        ),
+                        Failure::UnknownKey => (
+                            Rejection::InvalidToken("the token's signing key is not known"),
+                            AuthResult::UnknownKey,
+                        ),
+                        Failure::Unavailable { issuer } => (
+                            Rejection::Unavailable {
+                                retry_after_secs: issuers.list[issuer]
+                                    .config
+                                    .jwks
+                                    .min_refresh_interval
+                                    .as_secs()
+                                    .max(1),
+                            },
+                            AuthResult::InvalidToken,
+                        ),
+                    };
+                    return refuse(rejection, label, issuer);
+                }
             }
-            Err(BearerError::Malformed) => {
-                Err(Rejection::InvalidToken("the bearer token is malformed"))
-            }
-        },
+        }
+    };
+    let issuer = Some(verified.issuer);
+    // A cached token was verified for some route: this route's issuer list still applies.
+    if rules
+        .issuers
+        .as_ref()
+        .is_some_and(|list| !list.contains(&verified.issuer))
+    {
+        return refuse(
+            Rejection::InvalidToken("the token's issuer is not accepted on this route"),
+            AuthResult::InvalidToken,
+            issuer,
+        );
+    }
+    if let Err(unmet) = rules::check(rules, &verified) {
+        return refuse(
+            Rejection::InsufficientScope { scope: unmet.scope },
+            AuthResult::InsufficientScope,
+            issuer,
+        );
+    }
+    Outcome {
+        result: Ok(Decision::Verified(verified)),
+        label: AuthResult::Allowed,
+        issuer,
+    }
+}
+
+/// A cache hit still good now: unexpired, its key still in its issuer's current set, and
+/// the issuer's keys not stale.
+fn cached(
+    token: &str,
+    cache: &TokenCache,
+    issuers: &Issuers,
+    now: SystemTime,
+) -> Option<Arc<Verified>> {
+    let hit = cache.get(token)?;
+    let issuer = issuers.list.get(hit.issuer)?;
+    let now_secs = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let key_present = issuer.has_key(hit.key_fingerprint);
+    if now_secs < hit.expires && key_present && issuer.staleness(now).is_none() {
+        Some(hit)
+    } else {
+        cache.remove(token);
+        None
     }
 }

@@ -25,6 +25,8 @@ use io::{Activity, InFlight, TrackedIo};
 /// Why the gateway could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error(transparent)]
+    Issuer(#[from] crate::auth::jwks::IssuerError),
     #[error(
         "{field}: cannot listen on {addr}: {source}\n  fix: free the port, or choose another address in the config"
     )]
@@ -63,7 +65,7 @@ impl Gateway {
                 source,
             })?;
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        let state = Arc::new(State::new(config, metrics));
+        let state = Arc::new(State::new(config, metrics)?);
         Ok(Self {
             state,
             listener,

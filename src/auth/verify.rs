@@ -1,0 +1,297 @@
+//! Verifying one compact JWS (RFC 7515) against the configured issuers.
+//!
+//! Order matters: the header is checked first (RFC 8725 §3.1: the algorithm must be one we
+//! accept and must fit the issuer's key, never chosen by the token alone), the issuer is
+//! picked by the unverified `iss`, the signature is checked with that issuer's keys only, and
+//! only an authentic token's dates and audience are judged. `jku`, `x5u`, `x5c` and embedded
+//! `jwk` headers are never used to find a key.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+use super::Issuers;
+use super::json::parse_strict;
+use super::keys::{KeySet, parse_algorithm};
+use super::rules::lookup;
+
+/// Tokens longer than this are refused before any decoding.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// A token whose signature, issuer, audience and dates were all found good.
+#[derive(Debug)]
+pub struct Verified {
+    /// Index into the issuers of the snapshot that verified it.
+    pub issuer: usize,
+    pub claims: Map<String, Value>,
+    /// The scopes found at the issuer's `scopes_claim`.
+    pub scopes: Vec<String>,
+    /// `exp`, in Unix seconds.
+    pub expires: f64,
+    /// The key that verified the signature.
+    pub key_fingerprint: u64,
+}
+
+/// Why a token was refused. Descriptions are fixed texts: they never echo the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Invalid(&'static str),
+    Expired,
+    UnknownKey,
+    /// The issuer's keys are missing or too old to trust.
+    Unavailable {
+        issuer: usize,
+    },
+}
+
+/// Verifies `token`. `allowed` limits the issuers the route accepts (`None`: any).
+pub async fn verify(
+    token: &str,
+    issuers: &Issuers,
+    allowed: Option<&[usize]>,
+    now: SystemTime,
+) -> Result<Verified, (Failure, Option<usize>)> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err((Failure::Invalid("the token is too large"), None));
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err((Failure::Invalid("the token is not a signed JWT"), None));
+    };
+    if signature_b64.is_empty() {
+        return Err((Failure::Invalid("the token is not signed"), None));
+    }
+    let header = decode_object(header_b64)
+        .ok_or((Failure::Invalid("the token header is malformed"), None))?;
+    let header = Header::from_json(&header).map_err(|why| (Failure::Invalid(why), None))?;
+    let claims = decode_object(payload_b64)
+        .ok_or((Failure::Invalid("the token claims are malformed"), None))?;
+
+    let Some(Value::String(iss)) = claims.get("iss") else {
+        return Err((Failure::Invalid("the token has no issuer"), None));
+    };
+    let Some(index) = issuers.by_iss(iss) else {
+        return Err((Failure::Invalid("the token's issuer is not accepted"), None));
+    };
+    if allowed.is_some_and(|list| !list.contains(&index)) {
+        return Err((
+            Failure::Invalid("the token's issuer is not accepted on this route"),
+            Some(index),
+        ));
+    }
+    let issuer = &issuers.list[index];
+    let fail = |f: Failure| (f, Some(index));
+    if !issuer.algorithms.is_empty() && !issuer.algorithms.contains(&header.alg) {
+        return Err(fail(Failure::Invalid(
+            "the token's algorithm is not accepted",
+        )));
+    }
+    if issuer.staleness(now).is_some() {
+        return Err(fail(Failure::Unavailable { issuer: index }));
+    }
+    let Some(mut keys) = issuer.keys() else {
+        return Err(fail(Failure::Unavailable { issuer: index }));
+    };
+    if let Some(kid) = header.kid.as_deref()
+        && !keys.has_kid(kid)
+    {
+        keys = match issuer.refetch_for_kid(kid).await {
+            Some(fresh) if fresh.has_kid(kid) => fresh,
+            _ => return Err(fail(Failure::UnknownKey)),
+        };
+    }
+
+    let message = &token[..header_b64.len() + 1 + payload_b64.len()];
+    let fingerprint = verify_signature(
+        &keys,
+        header.kid.as_deref(),
+        header.alg,
+        message,
+        signature_b64,
+    )
+    .ok_or(fail(Failure::Invalid("the token signature is invalid")))?;
+
+    let config = &issuer.config;
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let leeway = config.leeway.as_secs_f64();
+    let expires = match claims.get("exp") {
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+        Some(_) => return Err(fail(Failure::Invalid("the token's exp is not a number"))),
+        None => return Err(fail(Failure::Invalid("the token has no expiry"))),
+    };
+    if !expires.is_finite() || now > expires + leeway {
+        return Err(fail(Failure::Expired));
+    }
+    match claims.get("nbf") {
+        None => {}
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|nbf| nbf <= now + leeway) => {}
+        Some(Value::Number(_)) => return Err(fail(Failure::Invalid("the token is not valid yet"))),
+        Some(_) => return Err(fail(Failure::Invalid("the token's nbf is not a number"))),
+    }
+    match claims.get("iat") {
+        None => {}
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|iat| iat <= now + leeway) => {}
+        Some(Value::Number(_)) => {
+            return Err(fail(Failure::Invalid("the token was issued in the future")));
+        }
+        Some(_) => return Err(fail(Failure::Invalid("the token's iat is not a number"))),
+    }
+    let audience_ok = match claims.get("aud") {
+        Some(Value::String(aud)) => config.audiences.iter().any(|a| a == aud),
+        Some(Value::Array(list)) => list.iter().any(|v| {
+            v.as_str()
+                .is_some_and(|aud| config.audiences.iter().any(|a| a == aud))
+        }),
+        _ => false,
+    };
+    if !audience_ok {
+        return Err(fail(Failure::Invalid(
+            "the token is not meant for this audience",
+        )));
+    }
+
+    let scopes = scopes_of(&claims, &config.scopes_claim);
+    Ok(Verified {
+        issuer: index,
+        claims,
+        scopes,
+        expires,
+        key_fingerprint: fingerprint,
+    })
+}
+
+/// The JOSE header fields that matter; everything else is ignored, never trusted.
+struct Header {
+    alg: Algorithm,
+    kid: Option<String>,
+}
+
+impl Header {
+    fn from_json(header: &Map<String, Value>) -> Result<Self, &'static str> {
+        // RFC 7515 §4.1.11: we understand no extension, so any `crit` means refuse.
+        if header.contains_key("crit") {
+            return Err("the token header has critical extensions");
+        }
+        let alg = match header.get("alg") {
+            Some(Value::String(name)) => {
+                parse_algorithm(name).ok_or("the token's algorithm is not accepted")?
+            }
+            _ => return Err("the token header has no algorithm"),
+        };
+        match header.get("typ") {
+            None => {}
+            Some(Value::String(typ)) if acceptable_typ(typ) => {}
+            Some(_) => return Err("the token type is not accepted"),
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) => Some(kid.clone()),
+            Some(_) => return Err("the token's key id is not a string"),
+        };
+        Ok(Self { alg, kid })
+    }
+}
+
+/// `JWT` or `at+jwt` (RFC 9068), any case, optionally with the `application/` prefix.
+fn acceptable_typ(typ: &str) -> bool {
+    let lower = typ.to_ascii_lowercase();
+    let bare = lower.strip_prefix("application/").unwrap_or(&lower);
+    bare == "jwt" || bare == "at+jwt"
+}
+
+fn decode_object(b64: &str) -> Option<Map<String, Value>> {
+    let bytes = URL_SAFE_NO_PAD.decode(b64).ok()?;
+    match parse_strict(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// Tries the candidate keys; returns the fingerprint of the one that verifies.
+fn verify_signature(
+    keys: &Arc<KeySet>,
+    kid: Option<&str>,
+    alg: Algorithm,
+    message: &str,
+    signature: &str,
+) -> Option<u64> {
+    keys.candidates(kid, alg)
+        .find(|key| {
+            jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key.decoding, alg)
+                .unwrap_or(false)
+        })
+        .map(|key| key.fingerprint)
+}
+
+/// Scopes at `path`: a space-separated string (`scope`) or an array of strings (`scp`, roles).
+fn scopes_of(claims: &Map<String, Value>, path: &[String]) -> Vec<String> {
+    match lookup(claims, path) {
+        Some(Value::String(s)) => s.split_ascii_whitespace().map(str::to_owned).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typ_values_of_jwts_are_accepted_and_others_refused() {
+        for ok in [
+            "JWT",
+            "jwt",
+            "at+jwt",
+            "AT+JWT",
+            "application/jwt",
+            "application/at+jwt",
+        ] {
+            assert!(acceptable_typ(ok), "{ok}");
+        }
+        for bad in ["JOSE", "dpop+jwt", "application/json", ""] {
+            assert!(!acceptable_typ(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn headers_with_crit_none_or_hmac_are_refused() {
+        let h = |v: Value| Header::from_json(v.as_object().unwrap());
+        assert!(h(serde_json::json!({"alg": "RS256", "crit": ["exp"]})).is_err());
+        assert!(h(serde_json::json!({"alg": "none"})).is_err());
+        assert!(h(serde_json::json!({"alg": "HS256"})).is_err());
+        assert!(h(serde_json::json!({"alg": "RS256", "typ": "JOSE"})).is_err());
+        assert!(h(serde_json::json!({"alg": "RS256", "kid": 7})).is_err());
+        assert!(h(serde_json::json!({"typ": "JWT"})).is_err());
+        let ok =
+            h(serde_json::json!({"alg": "ES256", "kid": "k1", "jku": "https://evil"})).unwrap();
+        assert_eq!((ok.alg, ok.kid.as_deref()), (Algorithm::ES256, Some("k1")));
+    }
+
+    #[test]
+    fn scopes_come_from_strings_or_arrays() {
+        let claims = serde_json::json!({
+            "scope": "a b  c",
+            "scp": ["x", "y", 3],
+            "realm_access": {"roles": ["admin"]}
+        });
+        let claims = claims.as_object().unwrap();
+        assert_eq!(scopes_of(claims, &["scope".into()]), ["a", "b", "c"]);
+        assert_eq!(scopes_of(claims, &["scp".into()]), ["x", "y"]);
+        assert_eq!(
+            scopes_of(claims, &["realm_access".into(), "roles".into()]),
+            ["admin"]
+        );
+        assert!(scopes_of(claims, &["missing".into()]).is_empty());
+    }
+}

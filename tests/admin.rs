@@ -5,23 +5,30 @@ mod support;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use support::tokens::{JwksServer, TestKey};
 use support::{Gateway, Upstream, client, metric_value};
 
-fn config(upstream: &str) -> String {
+/// A config whose issuer fetches keys from `jwks` (loopback, or a closed port).
+fn config(upstream: &str, jwks: &str) -> String {
     format!(
         "upstreams:\n  app:\n    endpoints: [\"{upstream}\"]\n\
-         issuers:\n  - name: corp\n    issuer: https://idp.example.com\n    audiences: [api]\n    jwks: {{ url: \"https://idp.example.com/jwks\" }}\n\
+         issuers:\n  - name: corp\n    issuer: https://idp.test\n    audiences: [api]\n    jwks: {{ url: \"{jwks}\", fetch_timeout: 1s }}\n\
          routes:\n  - name: public\n    match: {{ path_prefix: /public }}\n    upstream: app\n    auth: none\n\
          \x20 - name: private\n    match: {{ path_prefix: /private }}\n    upstream: app\n"
     )
 }
 
+const NO_JWKS: &str = "http://127.0.0.1:9/jwks.json";
+
 #[tokio::test]
 async fn health_and_readiness_answer_on_the_admin_port_only() {
     let upstream = Upstream::echo().await;
-    let gw = Gateway::start(&config(&upstream.url())).await;
+    let key = TestKey::shared("ES256");
+    let jwks = JwksServer::start(&[&key]).await;
+    let gw = Gateway::start(&config(&upstream.url(), &jwks.url())).await;
     let health = client().get(gw.admin_url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+    gw.wait_ready().await;
     let ready = client().get(gw.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let unknown = client().get(gw.admin_url("/nope")).send().await.unwrap();
@@ -33,9 +40,38 @@ async fn health_and_readiness_answer_on_the_admin_port_only() {
 }
 
 #[tokio::test]
+async fn not_ready_until_every_issuer_has_keys() {
+    let upstream = Upstream::echo().await;
+    let gw = Gateway::start(&config(&upstream.url(), NO_JWKS)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let ready = client().get(gw.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "the issuer's keys never loaded");
+    // Anonymous routes serve all the same; a protected one answers 503, not 401.
+    assert_eq!(
+        client()
+            .get(gw.url("/public/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let protected = client()
+        .get(gw.url("/private/x"))
+        .bearer_auth(TestKey::shared("ES256").token(&support::tokens::claims(
+            serde_json::json!({"iss": "https://idp.test", "aud": "api"}),
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(protected.status(), 503);
+    assert!(protected.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
 async fn requests_are_counted_by_route_method_and_status_with_bounded_labels() {
     let upstream = Upstream::echo().await;
-    let gw = Gateway::start(&config(&upstream.url())).await;
+    let gw = Gateway::start(&config(&upstream.url(), NO_JWKS)).await;
     let http = client();
     for _ in 0..3 {
         http.get(gw.url("/public/a")).send().await.unwrap();
@@ -152,7 +188,7 @@ async fn requests_are_counted_by_route_method_and_status_with_bounded_labels() {
 #[tokio::test]
 async fn the_exposition_passes_promtool() {
     let upstream = Upstream::echo().await;
-    let gw = Gateway::start(&config(&upstream.url())).await;
+    let gw = Gateway::start(&config(&upstream.url(), NO_JWKS)).await;
     client().get(gw.url("/public/x")).send().await.unwrap();
     client().get(gw.url("/private/x")).send().await.unwrap();
     let text = gw.metrics().await;

@@ -29,7 +29,7 @@ issuers:
   - name: corp
     issuer: https://idp.example.com
     audiences: [orders-api]
-    jwks: { url: \"https://idp.example.com/jwks.json\" }
+    jwks: { url: \"http://127.0.0.1:9/jwks.json\" }
 ";
 
 #[tokio::test]
@@ -352,7 +352,7 @@ issuers:
   - name: corp
     issuer: https://idp.example.com
     audiences: [orders-api]
-    jwks: { url: \"https://idp.example.com/jwks.json\" }
+    jwks: { url: \"http://127.0.0.1:9/jwks.json\" }
 ";
     let gw = Gateway::start(&config(&upstream.url(), "", routes)).await;
     let response = raw_request(
@@ -409,7 +409,7 @@ async fn strip_authorization_keeps_the_credential_from_the_upstream() {
 }
 
 #[tokio::test]
-async fn protected_routes_never_forward_without_verification() {
+async fn protected_routes_never_forward_without_a_valid_token() {
     let upstream = Upstream::echo().await;
     let gw = Gateway::start(&config(&upstream.url(), "", PUBLIC_AND_PROTECTED)).await;
     let missing = client().get(gw.url("/orders/1")).send().await.unwrap();

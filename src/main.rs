@@ -71,6 +71,7 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = config::load(path)?;
     config::check_referenced_files(&config)?;
+    tokengate::auth::check_key_files(&config)?;
     println!(
         "{}: OK ({} routes, {} upstreams, {} issuers)",
         path.display(),
@@ -84,6 +85,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let config = config::load(path)?;
     config::check_referenced_files(&config)?;
+    tokengate::auth::check_key_files(&config)?;
     runtime()?.block_on(async {
         ignore_sighup();
         let gateway = Gateway::bind(config).await?;

@@ -103,6 +103,13 @@ fn check_refuses_broken_configs_naming_the_field_and_the_fix() {
             &["issuers[0].jwks.file", "no-such-jwks.json"],
         ),
         (
+            "JWKS file without a usable key",
+            format!(
+                "{VALID}issuers:\n  - name: corp\n    issuer: https://idp\n    audiences: [a]\n    jwks: {{ file: empty-jwks.json }}\n"
+            ),
+            &["issuers[0].jwks.file", "no usable signing key", "fix:"],
+        ),
+        (
             "HMAC algorithm",
             format!(
                 "{VALID}issuers:\n  - name: corp\n    issuer: https://idp\n    audiences: [a]\n    jwks: {{ url: \"https://idp/jwks\" }}\n    algorithms: [HS256]\n"
@@ -138,6 +145,11 @@ fn check_refuses_broken_configs_naming_the_field_and_the_fix() {
             &["server.listen", "0.0.0.0:8080"],
         ),
     ];
+    std::fs::write(
+        dir.path().join("empty-jwks.json"),
+        r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#,
+    )
+    .unwrap();
     for (name, text, fragments) in cases {
         let path = write(dir.path(), "broken.yaml", text);
         let out = check(&path);
@@ -283,4 +295,92 @@ async fn serve_reads_tokengate_config_and_exits_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+#[tokio::test]
+async fn the_demo_prints_tokens_and_curl_lines_that_work() {
+    let mut child = Running(
+        tokengate()
+            .arg("demo")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut base, mut reader, mut outsider) = (None, None, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while base.is_none() || reader.is_none() || outsider.is_none() {
+        let line = lines_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the demo printed its address and tokens");
+        let value = |prefix: &str| {
+            line.trim()
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.split('"').next())
+                .map(str::to_owned)
+        };
+        if let Some(rest) = line.strip_prefix("tokengate demo: gateway on http://") {
+            base = rest.split(',').next().map(str::to_owned);
+        }
+        reader = reader.or_else(|| value("READER=\""));
+        outsider = outsider.or_else(|| value("OUTSIDER=\""));
+    }
+    let (base, reader, outsider) = (base.unwrap(), reader.unwrap(), outsider.unwrap());
+    let url = format!("http://{base}/orders/42");
+    let ok = client()
+        .get(&url)
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(
+        ok.text()
+            .await
+            .unwrap()
+            .contains("\"x-auth-subject\": \"alice\"")
+    );
+    assert_eq!(
+        client()
+            .get(&url)
+            .bearer_auth(&outsider)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(client().get(&url).send().await.unwrap().status(), 401);
+    let public = client()
+        .get(format!("http://{base}/public/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 200);
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the demo ignored Ctrl-C"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

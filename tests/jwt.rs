@@ -265,14 +265,7 @@ async fn the_classic_attacks_are_refused() {
         ),
         (
             "duplicate claims",
-            key.sign_raw(
-                &header,
-                &good.replacen("{", "{\"sub\":\"admin\",", 1).replacen(
-                    "\"sub\":\"user-1\"",
-                    "\"sub\":\"user-1\"",
-                    1,
-                ),
-            ),
+            key.sign_raw(&header, &good.replacen("{", "{\"sub\":\"admin\",", 1)),
         ),
         (
             "duplicate header members",

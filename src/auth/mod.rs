@@ -58,6 +58,28 @@ impl Issuers {
     }
 }
 
+/// Checks that every `jwks.file` holds a usable key set (for `tokengate check`).
+pub fn check_key_files(config: &crate::config::Config) -> Result<(), crate::config::ConfigError> {
+    for (i, issuer) in config.issuers.iter().enumerate() {
+        if let crate::config::JwksSource::File(path) = &issuer.jwks.source {
+            let problem = match std::fs::read(path) {
+                Ok(bytes) => keys::KeySet::parse(&bytes).err().map(|e| e.to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(problem) = problem {
+                return Err(crate::config::ConfigError::Invalid {
+                    file: config.path.clone(),
+                    line: None,
+                    field: format!("issuers[{i}].jwks.file"),
+                    problem: format!("`{}`: {problem}", path.display()),
+                    fix: "point it at a JWKS document ({\"keys\": [...]}) with at least one RSA, EC or Ed25519 public key".to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How a request was let through.
 #[derive(Debug)]
 pub enum Decision {

@@ -107,12 +107,17 @@ impl IssuerState {
                     reason: e.to_string(),
                 })?;
                 shared.install(keys, "ok");
-                tokio::spawn(watch_file(
-                    shared.clone(),
-                    config.clone(),
-                    path.clone(),
-                    requests,
-                ))
+                // Watch before returning, and remember what was loaded: a change made right
+                // after start-up must not be missed or mistaken for the loaded contents.
+                let (events_tx, events) = mpsc::channel::<()>(16);
+                let watcher = watch_directory(path, events_tx);
+                let file = WatchedFile {
+                    path: path.clone(),
+                    hash: content_hash(&bytes),
+                    events,
+                    _watcher: watcher,
+                };
+                tokio::spawn(watch_file(shared.clone(), config.clone(), file, requests))
             }
             JwksSource::Url(url) => {
                 if let Some(dir) = &config.jwks.cache_dir {
@@ -435,15 +440,26 @@ async fn keep_on_disk(path: &Path, body: &Bytes) {
 
 /// Re-reads a `file:` source when it changes (notify on its directory, since ConfigMaps swap
 /// a symlink), on request, and every `refresh_interval` as a fallback.
+struct WatchedFile {
+    path: PathBuf,
+    /// Hash of the contents last installed.
+    hash: u64,
+    events: mpsc::Receiver<()>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
 async fn watch_file(
     shared: Arc<Shared>,
     config: Issuer,
-    path: PathBuf,
+    file: WatchedFile,
     mut refetch: mpsc::Receiver<()>,
 ) {
-    let (events_tx, mut events) = mpsc::channel::<()>(16);
-    let _watcher = watch_directory(&path, events_tx);
-    let mut last_hash = content_hash(&tokio::fs::read(&path).await.unwrap_or_default());
+    let WatchedFile {
+        path,
+        hash: mut last_hash,
+        mut events,
+        _watcher,
+    } = file;
     loop {
         tokio::select! {
             Some(()) = events.recv() => {

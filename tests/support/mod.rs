@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod keys;
 pub mod tokens;
 
 use std::convert::Infallible;

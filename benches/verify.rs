@@ -1,0 +1,90 @@
+//! The cost of authentication: full verification per algorithm (a cold token: header, claims,
+//! signature, dates), and a warm token served from the verified-token cache.
+//!
+//!     cargo bench --bench verify
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::SystemTime;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::HeaderMap;
+use http::header::{AUTHORIZATION, HeaderValue};
+use serde_json::json;
+use tokengate::auth::cache::TokenCache;
+use tokengate::auth::{Issuers, authenticate, verify};
+use tokengate::metrics::Metrics;
+
+#[path = "../tests/support/keys.rs"]
+mod keys;
+
+use keys::{TestKey, claims};
+
+const ALGORITHMS: [&str; 9] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+fn verification(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let keys: Vec<TestKey> = ALGORITHMS
+        .iter()
+        .map(|alg| TestKey::generate(alg, &format!("{alg}-kid")))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
+    std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
+    let yaml = format!(
+        "issuers:\n  - name: corp\n    issuer: \"{}\"\n    audiences: [{}]\n    jwks: {{ file: \"{}\" }}\n\
+         upstreams:\n  app:\n    endpoints: [\"http://127.0.0.1:9\"]\n\
+         routes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    upstream: app\n    auth:\n      scopes: {{ all_of: [orders.read] }}\n",
+        keys::ISSUER,
+        keys::AUDIENCE,
+        dir.path().join("jwks.json").display()
+    );
+    let config = tokengate::config::parse(Path::new("bench.yaml"), &yaml).unwrap();
+    let metrics = Metrics::new();
+    let issuers = Issuers::start(&config.issuers, &metrics).unwrap();
+    let route = &config.routes[0];
+    let token_claims = claims(json!({"scope": "orders.read profile", "exp": keys::now() + 86_400}));
+
+    let mut cold = c.benchmark_group("verify/cold");
+    for key in &keys {
+        let token = key.token(&token_claims);
+        cold.bench_function(key.alg_name, |b| {
+            b.iter(|| {
+                runtime
+                    .block_on(verify::verify(
+                        black_box(&token),
+                        &issuers,
+                        None,
+                        SystemTime::now(),
+                    ))
+                    .unwrap()
+            })
+        });
+    }
+    cold.finish();
+
+    let cache = TokenCache::new();
+    let token = keys[0].token(&token_claims);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    let hit = |headers: &HeaderMap| {
+        let outcome = runtime.block_on(authenticate(headers, route, &issuers, &cache, |_| {}));
+        assert!(outcome.result.is_ok());
+    };
+    hit(&headers);
+    c.bench_function("verify/warm_cache_hit_with_route_rules", |b| {
+        b.iter(|| hit(black_box(&headers)))
+    });
+}
+
+criterion_group!(benches, verification);
+criterion_main!(benches);

@@ -22,5 +22,6 @@ pub mod reject;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
+pub mod sources;
 
 pub use server::{Gateway, ServeError};

@@ -14,24 +14,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, ETAG, HeaderValue, IF_NONE_MATCH};
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::header::HeaderValue;
 use jsonwebtoken::Algorithm;
 use tokio::sync::{mpsc, watch};
 
 use super::keys::{KeySet, parse_algorithm};
 use crate::config::{Issuer, JwksSource};
 use crate::metrics::JwksMetrics;
+use crate::sources::http::{Fetched, collect, fetch};
+use crate::sources::watch::FileWatch;
+use crate::sources::{backoff, content_hash, jitter};
 
 /// The largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 1 << 20;
-/// First retry after a failed fetch; doubled per consecutive failure up to `refresh_interval`.
-const BACKOFF_START: Duration = Duration::from_secs(1);
 
 /// Why an issuer could not be set up at all.
 #[derive(Debug, thiserror::Error)]
@@ -109,15 +104,14 @@ impl IssuerState {
                 shared.install(keys, "ok");
                 // Watch before returning, and remember what was loaded: a change made right
                 // after start-up must not be missed or mistaken for the loaded contents.
-                let (events_tx, events) = mpsc::channel::<()>(16);
-                let watcher = watch_directory(path, events_tx);
-                let file = WatchedFile {
-                    path: path.clone(),
-                    hash: content_hash(&bytes),
-                    events,
-                    _watcher: watcher,
-                };
-                tokio::spawn(watch_file(shared.clone(), config.clone(), file, requests))
+                let file = FileWatch::new(path);
+                tokio::spawn(watch_file(
+                    shared.clone(),
+                    config.clone(),
+                    file,
+                    content_hash(&bytes),
+                    requests,
+                ))
             }
             JwksSource::Url(url) => {
                 if let Some(dir) = &config.jwks.cache_dir {
@@ -273,90 +267,6 @@ fn cache_file(dir: &Path, issuer: &str) -> PathBuf {
     dir.join(format!("{safe}.jwks.json"))
 }
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
-
-/// One client for every JWKS fetch in the process: rustls with aws-lc-rs and webpki roots.
-fn client() -> &'static HttpsClient {
-    static CLIENT: OnceLock<HttpsClient> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(provider)
-            .expect("the aws-lc-rs provider supports the default protocol versions")
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .build(https)
-    })
-}
-
-enum Fetched {
-    NotModified {
-        max_age: Option<Duration>,
-    },
-    Fresh {
-        keys: KeySet,
-        body: Bytes,
-        etag: Option<HeaderValue>,
-        max_age: Option<Duration>,
-    },
-}
-
-async fn fetch(url: &str, etag: Option<&HeaderValue>) -> Result<Fetched, String> {
-    let mut request = Request::get(url);
-    if let Some(etag) = etag {
-        request = request.header(IF_NONE_MATCH, etag.clone());
-    }
-    let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
-    let response = client()
-        .request(request)
-        .await
-        .map_err(|e| format!("request failed: {e}"))?;
-    let max_age = max_age(response.headers().get(CACHE_CONTROL));
-    match response.status() {
-        StatusCode::NOT_MODIFIED => return Ok(Fetched::NotModified { max_age }),
-        StatusCode::OK => {}
-        status => return Err(format!("the server answered {status}")),
-    }
-    let etag = response.headers().get(ETAG).cloned();
-    let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the body failed ({e}); the limit is {MAX_JWKS_BYTES} bytes"))?
-        .to_bytes();
-    let keys = KeySet::parse(&body).map_err(|e| e.to_string())?;
-    Ok(Fetched::Fresh {
-        keys,
-        body,
-        etag,
-        max_age,
-    })
-}
-
-/// `Cache-Control: max-age=N` as a duration.
-fn max_age(value: Option<&HeaderValue>) -> Option<Duration> {
-    let text = value?.to_str().ok()?;
-    text.split(',').find_map(|directive| {
-        let (name, value) = directive.trim().split_once('=')?;
-        if name.trim().eq_ignore_ascii_case("max-age") {
-            value
-                .trim()
-                .trim_matches('"')
-                .parse()
-                .ok()
-                .map(Duration::from_secs)
-        } else {
-            None
-        }
-    })
-}
-
 async fn poll_url(
     shared: Arc<Shared>,
     config: Issuer,
@@ -372,14 +282,24 @@ async fn poll_url(
             () = tokio::time::sleep(delay) => {}
             Some(()) = refetch.recv() => {}
         }
-        let outcome = tokio::time::timeout(jwks.fetch_timeout, fetch(&url, etag.as_ref())).await;
+        let attempt = async {
+            match fetch(&url, etag.as_ref(), MAX_JWKS_BYTES).await? {
+                Fetched::NotModified { max_age } => Ok((None, max_age)),
+                Fetched::Body {
+                    body,
+                    etag,
+                    max_age,
+                } => {
+                    let body = collect(body, MAX_JWKS_BYTES).await?;
+                    let keys = KeySet::parse(&body).map_err(|e| e.to_string())?;
+                    Ok((Some((keys, body, etag)), max_age))
+                }
+            }
+        };
+        let outcome: Result<Result<_, String>, _> =
+            tokio::time::timeout(jwks.fetch_timeout, attempt).await;
         let max_age = match outcome {
-            Ok(Ok(Fetched::Fresh {
-                keys,
-                body,
-                etag: new_etag,
-                max_age,
-            })) => {
+            Ok(Ok((Some((keys, body, new_etag)), max_age))) => {
                 tracing::info!(issuer = %shared.name, keys = keys.keys.len(), "JWKS loaded");
                 shared.install(keys, "ok");
                 etag = new_etag;
@@ -389,7 +309,7 @@ async fn poll_url(
                 }
                 Some(max_age)
             }
-            Ok(Ok(Fetched::NotModified { max_age })) => {
+            Ok(Ok((None, max_age))) => {
                 shared.succeeded("not_modified");
                 failures = 0;
                 Some(max_age)
@@ -415,8 +335,7 @@ async fn poll_url(
             }
             None => {
                 failures = failures.saturating_add(1);
-                let backoff = BACKOFF_START.saturating_mul(1 << failures.min(16).saturating_sub(1));
-                jitter(backoff.min(jwks.refresh_interval))
+                backoff(failures, jwks.refresh_interval)
             }
         };
     }
@@ -438,39 +357,21 @@ async fn keep_on_disk(path: &Path, body: &Bytes) {
     }
 }
 
-/// Re-reads a `file:` source when it changes (notify on its directory, since ConfigMaps swap
-/// a symlink), on request, and every `refresh_interval` as a fallback.
-struct WatchedFile {
-    path: PathBuf,
-    /// Hash of the contents last installed.
-    hash: u64,
-    events: mpsc::Receiver<()>,
-    _watcher: Option<notify::RecommendedWatcher>,
-}
-
+/// Re-reads a `file:` source when it changes, on request, and every `refresh_interval`.
 async fn watch_file(
     shared: Arc<Shared>,
     config: Issuer,
-    file: WatchedFile,
+    mut file: FileWatch,
+    mut last_hash: u64,
     mut refetch: mpsc::Receiver<()>,
 ) {
-    let WatchedFile {
-        path,
-        hash: mut last_hash,
-        mut events,
-        _watcher,
-    } = file;
     loop {
         tokio::select! {
-            Some(()) = events.recv() => {
-                // Editors and ConfigMap updates come as bursts of events: settle first.
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                while events.try_recv().is_ok() {}
-            }
+            () = file.changed(config.jwks.refresh_interval) => {}
             Some(()) = refetch.recv() => {}
-            () = tokio::time::sleep(config.jwks.refresh_interval) => {}
         }
-        match tokio::fs::read(&path).await {
+        let path = &file.path;
+        match tokio::fs::read(path).await {
             Ok(bytes) => {
                 let hash = content_hash(&bytes);
                 if hash == last_hash {
@@ -492,51 +393,6 @@ async fn watch_file(
     }
 }
 
-fn watch_directory(path: &Path, events: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher as _;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name()?.to_owned();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            // Our file, or a ConfigMap's `..data` symlink swap.
-            let relevant = event.paths.iter().any(|p| {
-                p.file_name()
-                    .is_some_and(|n| n == name || n.to_string_lossy().starts_with(".."))
-            });
-            if relevant {
-                let _ = events.try_send(());
-            }
-        }
-    })
-    .map_err(|e| tracing::warn!("cannot watch {}: {e}; polling only", dir.display()))
-    .ok()?;
-    watcher
-        .watch(dir, notify::RecursiveMode::NonRecursive)
-        .map_err(|e| tracing::warn!("cannot watch {}: {e}; polling only", dir.display()))
-        .ok()?;
-    Some(watcher)
-}
-
-fn content_hash(bytes: &[u8]) -> u64 {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
-}
-
-/// ±10 %, so that replicas started together do not fetch together.
-fn jitter(d: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let r = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let factor = 0.9 + (r % 2001) as f64 / 10_000.0;
-    d.mul_f64(factor)
-}
-
 fn clock_millis() -> u64 {
     static START: OnceLock<std::time::Instant> = OnceLock::new();
     START
@@ -544,31 +400,4 @@ fn clock_millis() -> u64 {
         .elapsed()
         .as_millis() as u64
         + 1
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn max_age_is_read_from_cache_control() {
-        let v = |s: &str| HeaderValue::from_str(s).unwrap();
-        assert_eq!(
-            max_age(Some(&v("public, max-age=300"))),
-            Some(Duration::from_secs(300))
-        );
-        assert_eq!(max_age(Some(&v("no-cache"))), None);
-        assert_eq!(max_age(None), None);
-    }
-
-    #[test]
-    fn jitter_stays_within_ten_percent() {
-        for _ in 0..100 {
-            let j = jitter(Duration::from_secs(100));
-            assert!(
-                j >= Duration::from_secs(90) && j <= Duration::from_secs(110),
-                "{j:?}"
-            );
-        }
-    }
 }

@@ -1,0 +1,67 @@
+//! Watching one file for changes: notify on its directory (a Kubernetes ConfigMap update
+//! swaps a `..data` symlink rather than writing the file), debounced, with a polling fallback.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::Watcher as _;
+use tokio::sync::mpsc;
+
+/// Change events of one file.
+pub struct FileWatch {
+    pub path: PathBuf,
+    events: mpsc::Receiver<()>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl FileWatch {
+    /// Starts watching `path`'s directory now (so no change after this call is missed).
+    /// Without a watcher (an unsupported filesystem), only polling remains.
+    pub fn new(path: &Path) -> Self {
+        let (tx, events) = mpsc::channel(16);
+        Self {
+            path: path.to_owned(),
+            events,
+            _watcher: watch_directory(path, tx),
+        }
+    }
+
+    /// Waits for a change of the file (settled for 250 ms, as editors and ConfigMap updates
+    /// come as bursts of events) or for `poll` to pass, whichever is first.
+    pub async fn changed(&mut self, poll: Duration) {
+        tokio::select! {
+            Some(()) = self.events.recv() => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                while self.events.try_recv().is_ok() {}
+            }
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+fn watch_directory(path: &Path, events: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name()?.to_owned();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            // Our file, or a ConfigMap's `..data` symlink swap.
+            let relevant = event.paths.iter().any(|p| {
+                p.file_name()
+                    .is_some_and(|n| n == name || n.to_string_lossy().starts_with(".."))
+            });
+            if relevant {
+                let _ = events.try_send(());
+            }
+        }
+    })
+    .map_err(|e| tracing::warn!("cannot watch {}: {e}; polling only", dir.display()))
+    .ok()?;
+    watcher
+        .watch(dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|e| tracing::warn!("cannot watch {}: {e}; polling only", dir.display()))
+        .ok()?;
+    Some(watcher)
+}

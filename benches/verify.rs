@@ -77,7 +77,8 @@ fn verification(c: &mut Criterion) {
         HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
     );
     let hit = |headers: &HeaderMap| {
-        let outcome = runtime.block_on(authenticate(headers, route, &issuers, &cache, |_| {}));
+        let outcome =
+            runtime.block_on(authenticate(headers, route, &issuers, &cache, None, |_| {}));
         assert!(outcome.result.is_ok());
     };
     hit(&headers);

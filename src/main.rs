@@ -72,6 +72,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = config::load(path)?;
     config::check_referenced_files(&config)?;
     tokengate::auth::check_key_files(&config)?;
+    tokengate::revocation::check_files(&config)?;
     println!(
         "{}: OK ({} routes, {} upstreams, {} issuers)",
         path.display(),

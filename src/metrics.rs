@@ -38,6 +38,8 @@ pub struct Metrics {
     jwks_keys: IntGaugeVec,
     jwks_last_success: GaugeVec,
     token_cache: IntCounterVec,
+    reloads: IntCounterVec,
+    revocation_entries: IntGauge,
 }
 
 impl Metrics {
@@ -117,6 +119,19 @@ impl Metrics {
             &["result"],
         )
         .expect("metric definition is valid");
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "tokengate_reload_total",
+                "Reloads, by what was reloaded (config, jwks, revocation, tls) and result (ok, error).",
+            ),
+            &["what", "result"],
+        )
+        .expect("metric definition is valid");
+        let revocation_entries = IntGauge::new(
+            "tokengate_revocation_entries",
+            "Entries (token ids and subjects) in the merged revocation set.",
+        )
+        .expect("metric definition is valid");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -127,6 +142,8 @@ impl Metrics {
             Box::new(jwks_keys.clone()),
             Box::new(jwks_last_success.clone()),
             Box::new(token_cache.clone()),
+            Box::new(reloads.clone()),
+            Box::new(revocation_entries.clone()),
         ] {
             registry
                 .register(collector)
@@ -143,6 +160,17 @@ impl Metrics {
             jwks_keys,
             jwks_last_success,
             token_cache,
+            reloads,
+            revocation_entries,
+        }
+    }
+
+    /// Handles for revocation updates.
+    pub fn revocation(&self) -> crate::revocation::RevocationMetrics {
+        crate::revocation::RevocationMetrics {
+            entries: self.revocation_entries.clone(),
+            reload_ok: self.reloads.with_label_values(&["revocation", "ok"]),
+            reload_error: self.reloads.with_label_values(&["revocation", "error"]),
         }
     }
 

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::metrics::{Handles, Metrics};
 use crate::proxy::UpstreamPool;
 use crate::proxy::headers::identity_header_key;
+use crate::revocation::{RevocationError, Revocations};
 use crate::routing::RouteTable;
 
 /// Everything derived from one config.
@@ -29,13 +30,15 @@ pub struct Snapshot {
     /// Indexed like `config.issuers`; their key sets refresh on their own.
     pub issuers: Issuers,
     pub token_cache: TokenCache,
+    /// `None` without a `revocation:` section.
+    pub revocations: Option<Revocations>,
     /// Every header any route sets from claims, normalised: removed from every request.
     pub identity_headers: Vec<String>,
 }
 
 impl Snapshot {
     /// Builds the snapshot and starts its issuers' key refreshers (so: inside the runtime).
-    pub fn build(config: Config, metrics: &Metrics) -> Result<Self, IssuerError> {
+    pub fn build(config: Config, metrics: &Metrics) -> Result<Self, SnapshotError> {
         let mut identity_headers: Vec<String> = config
             .routes
             .iter()
@@ -54,10 +57,24 @@ impl Snapshot {
             metrics: metrics.handles(&config),
             issuers: Issuers::start(&config.issuers, metrics)?,
             token_cache: TokenCache::new(),
+            revocations: config
+                .revocation
+                .as_ref()
+                .map(|r| Revocations::start(r, metrics.revocation()))
+                .transpose()?,
             identity_headers,
             config,
         })
     }
+}
+
+/// Why a snapshot could not be built from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Issuer(#[from] IssuerError),
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
 }
 
 /// Process-wide state shared by listeners, the admin endpoints and reloads.
@@ -68,7 +85,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Self, IssuerError> {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Self, SnapshotError> {
         let snapshot = Snapshot::build(config, &metrics)?;
         Ok(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -80,7 +97,13 @@ impl State {
     /// Ready: config loaded, listeners bound, every issuer's keys loaded once, and not
     /// shutting down.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && self.snapshot.load().issuers.all_have_keys()
+        let snapshot = self.snapshot.load();
+        self.ready.load(Ordering::Acquire)
+            && snapshot.issuers.all_have_keys()
+            && snapshot
+                .revocations
+                .as_ref()
+                .is_none_or(Revocations::all_loaded)
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -22,6 +22,7 @@ use http::HeaderMap;
 use crate::config::{Auth, Issuer, Route};
 use crate::metrics::{AuthResult, Metrics};
 use crate::reject::Rejection;
+use crate::revocation::Revocations;
 use bearer::{BearerError, bearer_token};
 use cache::TokenCache;
 use jwks::{IssuerError, IssuerState};
@@ -100,6 +101,7 @@ pub async fn authenticate(
     route: &Route,
     issuers: &Issuers,
     cache: &TokenCache,
+    revocations: Option<&Revocations>,
     cache_hit: impl Fn(bool),
 ) -> Outcome {
     let rules = match &route.auth {
@@ -181,6 +183,20 @@ pub async fn authenticate(
         }
     };
     let issuer = Some(verified.issuer);
+    // After the cache, on every request: a revocation takes effect for cached tokens at once.
+    if let Some(revocations) = revocations
+        && revocations.current().is_revoked(
+            verified.jti.as_deref(),
+            verified.sub.as_deref(),
+            verified.iat,
+        )
+    {
+        return refuse(
+            Rejection::InvalidToken("the token has been revoked"),
+            AuthResult::Revoked,
+            issuer,
+        );
+    }
     // A cached token was verified for some route: this route's issuer list still applies.
     if rules
         .issuers

@@ -34,6 +34,10 @@ pub struct Verified {
     pub expires: f64,
     /// The key that verified the signature.
     pub key_fingerprint: u64,
+    /// What revocation looks at, taken out once.
+    pub jti: Option<String>,
+    pub sub: Option<String>,
+    pub iat: Option<f64>,
 }
 
 /// Why a token was refused. Descriptions are fixed texts: they never echo the token.
@@ -159,8 +163,12 @@ pub async fn verify(
     }
 
     let scopes = scopes_of(&claims, &config.scopes_claim);
+    let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
     Ok(Verified {
         issuer: index,
+        jti: text("jti"),
+        sub: text("sub"),
+        iat: claims.get("iat").and_then(Value::as_f64),
         claims,
         scopes,
         expires,

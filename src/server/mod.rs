@@ -26,7 +26,7 @@ use io::{Activity, InFlight, TrackedIo};
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
-    Issuer(#[from] crate::auth::jwks::IssuerError),
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error(
         "{field}: cannot listen on {addr}: {source}\n  fix: free the port, or choose another address in the config"
     )]

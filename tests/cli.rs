@@ -110,6 +110,11 @@ fn check_refuses_broken_configs_naming_the_field_and_the_fix() {
             &["issuers[0].jwks.file", "no usable signing key", "fix:"],
         ),
         (
+            "malformed revocation line",
+            format!("{VALID}revocation:\n  sources:\n    - file: bad-revoked.txt\n"),
+            &["revocation.sources[0].file", "line 2", "jti:"],
+        ),
+        (
             "HMAC algorithm",
             format!(
                 "{VALID}issuers:\n  - name: corp\n    issuer: https://idp\n    audiences: [a]\n    jwks: {{ url: \"https://idp/jwks\" }}\n    algorithms: [HS256]\n"
@@ -150,6 +155,7 @@ fn check_refuses_broken_configs_naming_the_field_and_the_fix() {
         r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#,
     )
     .unwrap();
+    std::fs::write(dir.path().join("bad-revoked.txt"), "good\njti:\n").unwrap();
     for (name, text, fragments) in cases {
         let path = write(dir.path(), "broken.yaml", text);
         let out = check(&path);

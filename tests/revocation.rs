@@ -1,0 +1,359 @@
+//! Revocation end to end: lists from a watched file and a polled URL, revoking by jti and by
+//! subject while traffic flows, malformed lines, failing sources and a saturated filter.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http::Response;
+use serde_json::json;
+use support::tokens::{ISSUER, JwksServer, TestKey, claims, issuer_yaml, now};
+use support::{Gateway, Upstream, client, full, metric_value};
+
+const ROUTES: &str = "routes:
+  - name: api
+    match: { path_prefix: / }
+    upstream: app
+";
+
+struct Setup {
+    gw: Gateway,
+    key: TestKey,
+    _upstream: Upstream,
+    _jwks: JwksServer,
+}
+
+async fn setup(revocation: &str) -> Setup {
+    let key = TestKey::shared("ES256");
+    let upstream = Upstream::echo().await;
+    let jwks = JwksServer::start(&[&key]).await;
+    let yaml = format!(
+        "upstreams:\n  app:\n    endpoints: [\"{}\"]\nissuers:\n{}revocation:\n{revocation}{ROUTES}",
+        upstream.url(),
+        issuer_yaml("corp", ISSUER, &jwks.url(), ""),
+    );
+    let gw = Gateway::start(&yaml).await;
+    gw.wait_ready().await;
+    Setup {
+        gw,
+        key,
+        _upstream: upstream,
+        _jwks: jwks,
+    }
+}
+
+fn token(key: &TestKey, jti: &str, sub: &str) -> String {
+    key.token(&claims(json!({"jti": jti, "sub": sub})))
+}
+
+async fn status(gw: &Gateway, token: &str) -> u16 {
+    let response = client()
+        .get(gw.url("/x"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    response.status().as_u16()
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Requests with `token` until stopped; counts every answer that is not 200.
+fn keep_requesting(
+    gw: &Gateway,
+    token: String,
+) -> (
+    Arc<AtomicBool>,
+    Arc<AtomicUsize>,
+    tokio::task::JoinHandle<usize>,
+) {
+    let (stop, failures) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let url = gw.url("/x");
+    let task = {
+        let (stop, failures) = (stop.clone(), failures.clone());
+        tokio::spawn(async move {
+            let http = client();
+            let mut sent = 0;
+            while !stop.load(Ordering::SeqCst) && sent < 5_000 {
+                let response = http.get(&url).bearer_auth(&token).send().await.unwrap();
+                if response.status() != 200 {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+                sent += 1;
+            }
+            sent
+        })
+    };
+    (stop, failures, task)
+}
+
+#[tokio::test]
+async fn revoking_by_jti_in_a_watched_file_takes_effect_at_once_even_for_cached_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("revoked.txt");
+    std::fs::write(&path, "# nothing revoked yet\n").unwrap();
+    let s = setup(&format!("  sources:\n    - file: \"{}\"\n", path.display())).await;
+    let victim = token(&s.key, "jti-victim", "mallory");
+    let bystander = token(&s.key, "jti-bystander", "alice");
+    assert_eq!(status(&s.gw, &victim).await, 200, "and now cached");
+
+    let (stop, failures, traffic) = keep_requesting(&s.gw, bystander.clone());
+    std::fs::write(&path, "# revoked\njti-victim\n").unwrap();
+    eventually("revocation of the cached token", async || {
+        status(&s.gw, &victim).await == 401
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let sent = traffic.await.unwrap();
+    assert!(sent > 0);
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "a request that should pass failed"
+    );
+
+    let response = client()
+        .get(s.gw.url("/x"))
+        .bearer_auth(&victim)
+        .send()
+        .await
+        .unwrap();
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.contains("invalid_token") && challenge.contains("revoked"),
+        "{challenge}"
+    );
+    let text = s.gw.metrics().await;
+    assert_eq!(
+        metric_value(&text, "tokengate_revocation_entries", &[]),
+        Some(1.0)
+    );
+    assert!(
+        metric_value(
+            &text,
+            "tokengate_auth_decisions_total",
+            &[("result", "revoked")]
+        )
+        .is_some_and(|n| n >= 1.0)
+    );
+    assert!(
+        metric_value(
+            &text,
+            "tokengate_reload_total",
+            &[("what", "revocation"), ("result", "ok")]
+        )
+        .is_some_and(|n| n >= 1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_configmap_style_rename_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("revoked.txt");
+    std::fs::write(&path, "").unwrap();
+    let s = setup(&format!("  sources:\n    - file: \"{}\"\n", path.display())).await;
+    let victim = token(&s.key, "renamed-victim", "u");
+    assert_eq!(status(&s.gw, &victim).await, 200);
+    let staged = dir.path().join(".revoked.txt.new");
+    std::fs::write(&staged, "jti:renamed-victim\n").unwrap();
+    std::fs::rename(&staged, &path).unwrap();
+    eventually("the renamed file to be read", async || {
+        status(&s.gw, &victim).await == 401
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn subjects_are_revoked_through_a_url_source_while_others_pass() {
+    let list = Arc::new(std::sync::Mutex::new(String::from("# empty\n")));
+    let server = {
+        let list = list.clone();
+        Upstream::start(move |_req, _| {
+            let body = list.lock().unwrap().clone();
+            async move { Response::new(full(body)) }
+        })
+        .await
+    };
+    let s = setup(&format!(
+        "  sources:\n    - url: \"{}/revoked.txt\"\n      refresh_interval: 200ms\n",
+        server.url()
+    ))
+    .await;
+    let mallory = token(&s.key, "m-1", "mallory");
+    let older = s.key.token(&claims(
+        json!({"jti": "o-1", "sub": "oscar", "iat": now() - 100}),
+    ));
+    let newer = s
+        .key
+        .token(&claims(json!({"jti": "o-2", "sub": "oscar", "iat": now()})));
+    let alice = token(&s.key, "a-1", "alice");
+    for t in [&mallory, &older, &newer, &alice] {
+        assert_eq!(status(&s.gw, t).await, 200);
+    }
+    let (stop, failures, traffic) = keep_requesting(&s.gw, alice.clone());
+    *list.lock().unwrap() = format!("sub:mallory\nsub:oscar@{}\n", now() - 50);
+    eventually("the subject's revocation", async || {
+        status(&s.gw, &mallory).await == 401
+    })
+    .await;
+    assert_eq!(
+        status(&s.gw, &token(&s.key, "m-2", "mallory")).await,
+        401,
+        "every token of the subject"
+    );
+    assert_eq!(status(&s.gw, &older).await, 401, "issued before the cutoff");
+    assert_eq!(status(&s.gw, &newer).await, 200, "issued after the cutoff");
+    stop.store(true, Ordering::SeqCst);
+    traffic.await.unwrap();
+    assert_eq!(failures.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_failing_url_source_keeps_its_last_good_entries() {
+    let fail = Arc::new(AtomicBool::new(false));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let (fail, fetches) = (fail.clone(), fetches.clone());
+        Upstream::start(move |_req, _| {
+            let failing = fail.load(Ordering::SeqCst);
+            fetches.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if failing {
+                    Response::builder().status(503).body(full("down")).unwrap()
+                } else {
+                    Response::new(full("jti:kept-revoked\n"))
+                }
+            }
+        })
+        .await
+    };
+    let s = setup(&format!(
+        "  sources:\n    - url: \"{}/revoked.txt\"\n      refresh_interval: 200ms\n",
+        server.url()
+    ))
+    .await;
+    let victim = token(&s.key, "kept-revoked", "u");
+    assert_eq!(status(&s.gw, &victim).await, 401);
+    fail.store(true, Ordering::SeqCst);
+    let before = fetches.load(Ordering::SeqCst);
+    eventually("failed refreshes", async || {
+        fetches.load(Ordering::SeqCst) >= before + 2
+    })
+    .await;
+    assert_eq!(
+        status(&s.gw, &victim).await,
+        401,
+        "revocations are never dropped because a source is down"
+    );
+    let text = s.gw.metrics().await;
+    assert!(
+        metric_value(
+            &text,
+            "tokengate_reload_total",
+            &[("what", "revocation"), ("result", "error")]
+        )
+        .is_some_and(|n| n >= 1.0)
+    );
+}
+
+#[tokio::test]
+async fn several_sources_merge_and_malformed_lines_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.txt");
+    let b = dir.path().join("b.txt");
+    std::fs::write(&a, "from-a\njti:\nsub:\n").unwrap();
+    std::fs::write(&b, "sub:from-b\n").unwrap();
+    let s = setup(&format!(
+        "  sources:\n    - file: \"{}\"\n    - file: \"{}\"\n",
+        a.display(),
+        b.display()
+    ))
+    .await;
+    assert_eq!(status(&s.gw, &token(&s.key, "from-a", "x")).await, 401);
+    assert_eq!(status(&s.gw, &token(&s.key, "other", "from-b")).await, 401);
+    assert_eq!(status(&s.gw, &token(&s.key, "other", "x")).await, 200);
+    let text = s.gw.metrics().await;
+    assert_eq!(
+        metric_value(&text, "tokengate_revocation_entries", &[]),
+        Some(2.0)
+    );
+}
+
+#[tokio::test]
+async fn a_saturated_filter_never_refuses_a_valid_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("revoked.txt");
+    let list: String = (0..500).map(|i| format!("revoked-{i}\n")).collect();
+    std::fs::write(&path, list).unwrap();
+    // Sized for one entry at a 99 % false-positive rate: nearly every lookup is a "maybe".
+    let s = setup(&format!(
+        "  sources:\n    - file: \"{}\"\n  expected_entries: 1\n  false_positive_rate: 0.99\n",
+        path.display()
+    ))
+    .await;
+    for i in 0..50 {
+        assert_eq!(
+            status(&s.gw, &token(&s.key, &format!("valid-{i}"), "v")).await,
+            200
+        );
+    }
+    assert_eq!(status(&s.gw, &token(&s.key, "revoked-499", "v")).await, 401);
+}
+
+#[tokio::test]
+async fn readiness_waits_for_a_url_source() {
+    let up = Arc::new(AtomicBool::new(false));
+    let server = {
+        let up = up.clone();
+        Upstream::start(move |_req, _| {
+            let ok = up.load(Ordering::SeqCst);
+            async move {
+                if ok {
+                    Response::new(full("x\n"))
+                } else {
+                    Response::builder().status(500).body(full("")).unwrap()
+                }
+            }
+        })
+        .await
+    };
+    let key = TestKey::shared("ES256");
+    let upstream = Upstream::echo().await;
+    let jwks = JwksServer::start(&[&key]).await;
+    let yaml = format!(
+        "upstreams:\n  app:\n    endpoints: [\"{}\"]\nissuers:\n{}revocation:\n  sources:\n    - url: \"{}/r\"\n      refresh_interval: 200ms\n{ROUTES}",
+        upstream.url(),
+        issuer_yaml("corp", ISSUER, &jwks.url(), ""),
+        server.url()
+    );
+    let gw = Gateway::start(&yaml).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        client()
+            .get(gw.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    up.store(true, Ordering::SeqCst);
+    gw.wait_ready().await;
+}

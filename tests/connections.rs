@@ -36,6 +36,34 @@ async fn time_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Du
     }
 }
 
+/// Opens a connection and completes one keep-alive request on it.
+async fn kept_alive_after_one_request(gw: &Gateway) -> TcpStream {
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    conn
+}
+
+/// Sends a header line every 100 ms (at most 40) until the gateway closes; returns how long.
+async fn drip_until_closed(conn: &mut TcpStream) -> Option<Duration> {
+    let started = Instant::now();
+    for i in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if conn
+            .write_all(format!("X-Drip-{i}: 1\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return Some(started.elapsed());
+        }
+    }
+    time_until_closed(conn, Duration::from_secs(1)).await
+}
+
 #[tokio::test]
 async fn a_silent_connection_is_closed_after_header_read_timeout() {
     let upstream = Upstream::echo().await;
@@ -55,30 +83,10 @@ async fn a_slowly_dripped_request_head_is_cut_off() {
     let gw = Gateway::start(&config(&upstream.url(), "  header_read_timeout: 500ms\n")).await;
     let mut slow = TcpStream::connect(gw.addr).await.unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-    let started = Instant::now();
-    let mut closed = false;
-    for i in 0..60 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if slow
-            .write_all(format!("X-Drip-{i}: 1\r\n").as_bytes())
-            .await
-            .is_err()
-        {
-            closed = true;
-            break;
-        }
-    }
-    if !closed {
-        closed = time_until_closed(&mut slow, Duration::from_secs(1))
-            .await
-            .is_some();
-    }
-    assert!(closed, "a request head dripped for 6s was still being read");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
+    let closed = drip_until_closed(&mut slow)
+        .await
+        .expect("a request head dripped for 4 s was still being read");
+    assert!(closed < Duration::from_secs(3), "took {closed:?}");
     assert!(upstream.seen().is_empty());
 }
 
@@ -86,13 +94,7 @@ async fn a_slowly_dripped_request_head_is_cut_off() {
 async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
     let upstream = Upstream::echo().await;
     let gw = Gateway::start(&config(&upstream.url(), "  idle_timeout: 400ms\n")).await;
-    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
-    conn.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = conn.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut conn = kept_alive_after_one_request(&gw).await;
     let closed = time_until_closed(&mut conn, Duration::from_secs(5)).await;
     let closed = closed.expect("an idle keep-alive connection was closed");
     assert!(
@@ -106,13 +108,7 @@ async fn a_kept_alive_connection_outlives_header_read_timeout_until_idle_timeout
     let upstream = Upstream::echo().await;
     let server = "  header_read_timeout: 200ms\n  idle_timeout: 1500ms\n";
     let gw = Gateway::start(&config(&upstream.url(), server)).await;
-    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
-    conn.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = conn.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut conn = kept_alive_after_one_request(&gw).await;
     let closed = time_until_closed(&mut conn, Duration::from_secs(5)).await;
     let closed = closed.expect("the idle connection was closed in the end");
     assert!(
@@ -126,32 +122,11 @@ async fn a_second_request_head_on_a_kept_alive_connection_is_also_timed() {
     let upstream = Upstream::echo().await;
     let server = "  header_read_timeout: 400ms\n  idle_timeout: 10s\n";
     let gw = Gateway::start(&config(&upstream.url(), server)).await;
-    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
-    conn.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let _ = conn.read(&mut buf).await.unwrap();
+    let mut conn = kept_alive_after_one_request(&gw).await;
     conn.write_all(b"GET /b HTTP/1.1\r\n").await.unwrap();
-    let mut closed = None;
-    let started = Instant::now();
-    for i in 0..40 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if conn
-            .write_all(format!("X-Drip-{i}: 1\r\n").as_bytes())
-            .await
-            .is_err()
-        {
-            closed = Some(started.elapsed());
-            break;
-        }
-    }
-    let closed = match closed {
-        Some(t) => t,
-        None => time_until_closed(&mut conn, Duration::from_secs(1))
-            .await
-            .expect("the dripped second head was cut off"),
-    };
+    let closed = drip_until_closed(&mut conn)
+        .await
+        .expect("the dripped second head was cut off");
     assert!(closed < Duration::from_secs(3), "took {closed:?}");
     assert_eq!(upstream.seen().len(), 1);
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::tokens::{ISSUER, JwksServer, Mode, TestKey, claims, issuer_yaml, jwks};
-use support::{Gateway, Upstream, client, metric_value};
+use support::{Gateway, Upstream, client, eventually, metric_value, status_with};
 
 const ROUTES: &str = "routes:
   - name: api
@@ -24,34 +24,12 @@ fn config(upstream: &Upstream, issuer: &str) -> String {
     )
 }
 
-async fn status(gw: &Gateway, token: &str) -> u16 {
-    client()
-        .get(gw.url("/x"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 /// A distinct valid token each call, so the verified-token cache cannot answer for it.
 fn fresh(key: &TestKey) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     key.token(&claims(
         json!({"jti": format!("t{}", N.fetch_add(1, Ordering::SeqCst))}),
     ))
-}
-
-async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -128,7 +106,7 @@ async fn the_last_good_keys_survive_an_outage_of_any_kind() {
         })
         .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(status(&gw, &fresh(&key)).await, 200);
+        assert_eq!(status_with(&gw, &fresh(&key)).await, 200);
     }
     let text = gw.metrics().await;
     let errors = metric_value(
@@ -201,7 +179,7 @@ async fn no_request_waits_longer_than_fetch_timeout_for_a_refetch() {
     idp.set(Mode::Hang);
     let started = Instant::now();
     let stranger = TestKey::generate("ES256", "not-yet-published");
-    assert_eq!(status(&gw, &fresh(&stranger)).await, 401);
+    assert_eq!(status_with(&gw, &fresh(&stranger)).await, 401);
     let waited = started.elapsed();
     assert!(
         waited < Duration::from_millis(1800),
@@ -209,7 +187,7 @@ async fn no_request_waits_longer_than_fetch_timeout_for_a_refetch() {
     );
     // Known keys are not held up meanwhile.
     let started = Instant::now();
-    assert_eq!(status(&gw, &fresh(&key)).await, 200);
+    assert_eq!(status_with(&gw, &fresh(&key)).await, 200);
     assert!(started.elapsed() < Duration::from_millis(500));
 }
 
@@ -226,16 +204,16 @@ async fn a_cached_token_whose_key_left_the_set_is_refused() {
     let gw = Gateway::start(&config(&upstream, &issuer)).await;
     gw.wait_ready().await;
     let token = fresh(&leaving);
-    assert_eq!(status(&gw, &token).await, 200);
-    assert_eq!(status(&gw, &token).await, 200, "served from the cache");
+    assert_eq!(status_with(&gw, &token).await, 200);
+    assert_eq!(status_with(&gw, &token).await, 200, "served from the cache");
     idp.serve(&[&staying]);
     eventually(
         "the cached token to be refused",
         Duration::from_secs(5),
-        async || status(&gw, &token).await == 401,
+        async || status_with(&gw, &token).await == 401,
     )
     .await;
-    assert_eq!(status(&gw, &fresh(&staying)).await, 200);
+    assert_eq!(status_with(&gw, &fresh(&staying)).await, 200);
 }
 
 #[tokio::test]
@@ -250,10 +228,10 @@ async fn keys_older_than_max_stale_give_503_with_retry_after() {
     let gw = Gateway::start(&config(&upstream, &issuer)).await;
     gw.wait_ready().await;
     let token = fresh(&key);
-    assert_eq!(status(&gw, &token).await, 200);
+    assert_eq!(status_with(&gw, &token).await, 200);
     idp.set(Mode::Fail);
     eventually("staleness", Duration::from_secs(6), async || {
-        status(&gw, &token).await == 503
+        status_with(&gw, &token).await == 503
     })
     .await;
     let response = client()
@@ -267,7 +245,7 @@ async fn keys_older_than_max_stale_give_503_with_retry_after() {
     // Recovery: a good fetch makes the keys fresh again.
     idp.serve(&[&key]);
     eventually("recovery", Duration::from_secs(6), async || {
-        status(&gw, &token).await == 200
+        status_with(&gw, &token).await == 200
     })
     .await;
 }
@@ -295,7 +273,7 @@ async fn a_new_replica_starts_from_the_disk_cache_while_the_idp_is_down() {
     idp.set(Mode::Fail);
     let second = Gateway::start(&config(&upstream, &issuer)).await;
     second.wait_ready().await;
-    assert_eq!(status(&second, &fresh(&key)).await, 200);
+    assert_eq!(status_with(&second, &fresh(&key)).await, 200);
 }
 
 #[tokio::test]
@@ -312,20 +290,20 @@ async fn a_watched_jwks_file_is_reloaded_and_a_broken_one_ignored() {
     );
     let gw = Gateway::start(&config(&upstream, &issuer)).await;
     gw.wait_ready().await;
-    assert_eq!(status(&gw, &fresh(&first)).await, 200);
+    assert_eq!(status_with(&gw, &fresh(&first)).await, 200);
     std::fs::write(&path, jwks(&[&second])).unwrap();
     eventually("the new key", Duration::from_secs(5), async || {
-        status(&gw, &fresh(&second)).await == 200
+        status_with(&gw, &fresh(&second)).await == 200
     })
     .await;
     std::fs::write(&path, "{ this is not json").unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
-        status(&gw, &fresh(&second)).await,
+        status_with(&gw, &fresh(&second)).await,
         200,
         "the last good file keeps serving"
     );
-    assert_eq!(status(&gw, &fresh(&first)).await, 401);
+    assert_eq!(status_with(&gw, &fresh(&first)).await, 401);
 }
 
 #[tokio::test]
@@ -378,5 +356,5 @@ async fn readiness_waits_for_the_first_key_set() {
     assert_eq!(ready.status(), 503);
     idp.serve(&[&key]);
     gw.wait_ready().await;
-    assert_eq!(status(&gw, &fresh(&key)).await, 200);
+    assert_eq!(status_with(&gw, &fresh(&key)).await, 200);
 }

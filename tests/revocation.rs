@@ -5,12 +5,12 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::Response;
 use serde_json::json;
 use support::tokens::{ISSUER, JwksServer, TestKey, claims, issuer_yaml, now};
-use support::{Gateway, Upstream, client, full, metric_value};
+use support::{Gateway, Upstream, client, eventually, full, metric_value, status_with};
 
 const ROUTES: &str = "routes:
   - name: api
@@ -46,27 +46,6 @@ async fn setup(revocation: &str) -> Setup {
 
 fn token(key: &TestKey, jti: &str, sub: &str) -> String {
     key.token(&claims(json!({"jti": jti, "sub": sub})))
-}
-
-async fn status(gw: &Gateway, token: &str) -> u16 {
-    let response = client()
-        .get(gw.url("/x"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    response.status().as_u16()
-}
-
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Requests with `token` until stopped; counts every answer that is not 200.
@@ -109,13 +88,15 @@ async fn revoking_by_jti_in_a_watched_file_takes_effect_at_once_even_for_cached_
     let s = setup(&format!("  sources:\n    - file: \"{}\"\n", path.display())).await;
     let victim = token(&s.key, "jti-victim", "mallory");
     let bystander = token(&s.key, "jti-bystander", "alice");
-    assert_eq!(status(&s.gw, &victim).await, 200, "and now cached");
+    assert_eq!(status_with(&s.gw, &victim).await, 200, "and now cached");
 
     let (stop, failures, traffic) = keep_requesting(&s.gw, bystander.clone());
     std::fs::write(&path, "# revoked\njti-victim\n").unwrap();
-    eventually("revocation of the cached token", async || {
-        status(&s.gw, &victim).await == 401
-    })
+    eventually(
+        "revocation of the cached token",
+        Duration::from_secs(5),
+        async || status_with(&s.gw, &victim).await == 401,
+    )
     .await;
     stop.store(true, Ordering::SeqCst);
     let sent = traffic.await.unwrap();
@@ -170,13 +151,15 @@ async fn a_configmap_style_rename_is_noticed() {
     std::fs::write(&path, "").unwrap();
     let s = setup(&format!("  sources:\n    - file: \"{}\"\n", path.display())).await;
     let victim = token(&s.key, "renamed-victim", "u");
-    assert_eq!(status(&s.gw, &victim).await, 200);
+    assert_eq!(status_with(&s.gw, &victim).await, 200);
     let staged = dir.path().join(".revoked.txt.new");
     std::fs::write(&staged, "jti:renamed-victim\n").unwrap();
     std::fs::rename(&staged, &path).unwrap();
-    eventually("the renamed file to be read", async || {
-        status(&s.gw, &victim).await == 401
-    })
+    eventually(
+        "the renamed file to be read",
+        Duration::from_secs(5),
+        async || status_with(&s.gw, &victim).await == 401,
+    )
     .await;
 }
 
@@ -205,21 +188,31 @@ async fn subjects_are_revoked_through_a_url_source_while_others_pass() {
         .token(&claims(json!({"jti": "o-2", "sub": "oscar", "iat": now()})));
     let alice = token(&s.key, "a-1", "alice");
     for t in [&mallory, &older, &newer, &alice] {
-        assert_eq!(status(&s.gw, t).await, 200);
+        assert_eq!(status_with(&s.gw, t).await, 200);
     }
     let (stop, failures, traffic) = keep_requesting(&s.gw, alice.clone());
     *list.lock().unwrap() = format!("sub:mallory\nsub:oscar@{}\n", now() - 50);
-    eventually("the subject's revocation", async || {
-        status(&s.gw, &mallory).await == 401
-    })
+    eventually(
+        "the subject's revocation",
+        Duration::from_secs(5),
+        async || status_with(&s.gw, &mallory).await == 401,
+    )
     .await;
     assert_eq!(
-        status(&s.gw, &token(&s.key, "m-2", "mallory")).await,
+        status_with(&s.gw, &token(&s.key, "m-2", "mallory")).await,
         401,
         "every token of the subject"
     );
-    assert_eq!(status(&s.gw, &older).await, 401, "issued before the cutoff");
-    assert_eq!(status(&s.gw, &newer).await, 200, "issued after the cutoff");
+    assert_eq!(
+        status_with(&s.gw, &older).await,
+        401,
+        "issued before the cutoff"
+    );
+    assert_eq!(
+        status_with(&s.gw, &newer).await,
+        200,
+        "issued after the cutoff"
+    );
     stop.store(true, Ordering::SeqCst);
     traffic.await.unwrap();
     assert_eq!(failures.load(Ordering::SeqCst), 0);
@@ -250,15 +243,15 @@ async fn a_failing_url_source_keeps_its_last_good_entries() {
     ))
     .await;
     let victim = token(&s.key, "kept-revoked", "u");
-    assert_eq!(status(&s.gw, &victim).await, 401);
+    assert_eq!(status_with(&s.gw, &victim).await, 401);
     fail.store(true, Ordering::SeqCst);
     let before = fetches.load(Ordering::SeqCst);
-    eventually("failed refreshes", async || {
+    eventually("failed refreshes", Duration::from_secs(5), async || {
         fetches.load(Ordering::SeqCst) >= before + 2
     })
     .await;
     assert_eq!(
-        status(&s.gw, &victim).await,
+        status_with(&s.gw, &victim).await,
         401,
         "revocations are never dropped because a source is down"
     );
@@ -286,9 +279,12 @@ async fn several_sources_merge_and_malformed_lines_are_skipped() {
         b.display()
     ))
     .await;
-    assert_eq!(status(&s.gw, &token(&s.key, "from-a", "x")).await, 401);
-    assert_eq!(status(&s.gw, &token(&s.key, "other", "from-b")).await, 401);
-    assert_eq!(status(&s.gw, &token(&s.key, "other", "x")).await, 200);
+    assert_eq!(status_with(&s.gw, &token(&s.key, "from-a", "x")).await, 401);
+    assert_eq!(
+        status_with(&s.gw, &token(&s.key, "other", "from-b")).await,
+        401
+    );
+    assert_eq!(status_with(&s.gw, &token(&s.key, "other", "x")).await, 200);
     let text = s.gw.metrics().await;
     assert_eq!(
         metric_value(&text, "tokengate_revocation_entries", &[]),
@@ -310,11 +306,14 @@ async fn a_saturated_filter_never_refuses_a_valid_token() {
     .await;
     for i in 0..50 {
         assert_eq!(
-            status(&s.gw, &token(&s.key, &format!("valid-{i}"), "v")).await,
+            status_with(&s.gw, &token(&s.key, &format!("valid-{i}"), "v")).await,
             200
         );
     }
-    assert_eq!(status(&s.gw, &token(&s.key, "revoked-499", "v")).await, 401);
+    assert_eq!(
+        status_with(&s.gw, &token(&s.key, "revoked-499", "v")).await,
+        401
+    );
 }
 
 #[tokio::test]

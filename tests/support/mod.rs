@@ -239,6 +239,30 @@ impl Drop for Gateway {
     }
 }
 
+/// Polls `check` every 50 ms until it holds; fails the test after `limit`.
+pub async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The status of `GET /x` with `token` as the bearer credential.
+pub async fn status_with(gw: &Gateway, token: &str) -> u16 {
+    client()
+        .get(gw.url("/x"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// A plain HTTP client that never goes through a proxy from the environment.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

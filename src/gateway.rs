@@ -104,7 +104,7 @@ async fn route_and_forward(
         route,
         &snapshot.issuers,
         &snapshot.token_cache,
-        snapshot.revocations.as_ref(),
+        snapshot.revocations.as_deref(),
         |hit| {
             if hit {
                 snapshot.metrics.cache_hits.inc();

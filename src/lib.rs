@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod proxy;
 pub mod reject;
+pub mod reload;
 pub mod revocation;
 pub mod routing;
 pub mod server;

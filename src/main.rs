@@ -88,8 +88,8 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     config::check_referenced_files(&config)?;
     tokengate::auth::check_key_files(&config)?;
     runtime()?.block_on(async {
-        ignore_sighup();
         let gateway = Gateway::bind(config).await?;
+        let _reloader = tokengate::reload::spawn(gateway.state().clone(), path.to_owned());
         gateway.run(shutdown_signal()).await?;
         anyhow::Ok(())
     })

@@ -165,6 +165,12 @@ impl Metrics {
         }
     }
 
+    /// Counts a reload of `what` (config, jwks, revocation, tls) with `result` (ok, error).
+    /// Reloads are rare: the label lookup is fine here.
+    pub fn count_reload(&self, what: &str, result: &str) {
+        self.reloads.with_label_values(&[what, result]).inc();
+    }
+
     /// Handles for revocation updates.
     pub fn revocation(&self) -> crate::revocation::RevocationMetrics {
         crate::revocation::RevocationMetrics {

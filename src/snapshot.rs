@@ -25,13 +25,13 @@ pub struct Snapshot {
     pub config: Config,
     pub routes: RouteTable,
     /// Indexed like `config.upstreams`.
-    pub upstreams: Vec<UpstreamPool>,
+    pub upstreams: Vec<Arc<UpstreamPool>>,
     pub metrics: Handles,
     /// Indexed like `config.issuers`; their key sets refresh on their own.
     pub issuers: Issuers,
-    pub token_cache: TokenCache,
+    pub token_cache: Arc<TokenCache>,
     /// `None` without a `revocation:` section.
-    pub revocations: Option<Revocations>,
+    pub revocations: Option<Arc<Revocations>>,
     /// Every header any route sets from claims, normalised: removed from every request.
     pub identity_headers: Vec<String>,
 }
@@ -39,6 +39,17 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds the snapshot and starts its issuers' key refreshers (so: inside the runtime).
     pub fn build(config: Config, metrics: &Metrics) -> Result<Self, SnapshotError> {
+        Self::build_reusing(config, metrics, None)
+    }
+
+    /// Builds a snapshot for a reloaded config. What did not change is carried over from
+    /// `previous`, not rebuilt: issuers (their keys), revocation lists, upstream pools (their
+    /// connections and endpoint health) and, when the issuers are the same, verified tokens.
+    pub fn build_reusing(
+        config: Config,
+        metrics: &Metrics,
+        previous: Option<&Snapshot>,
+    ) -> Result<Self, SnapshotError> {
         let mut identity_headers: Vec<String> = config
             .routes
             .iter()
@@ -51,17 +62,42 @@ impl Snapshot {
             .collect();
         identity_headers.sort();
         identity_headers.dedup();
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                previous
+                    .and_then(|p| p.upstreams.iter().find(|old| old.config == *u))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(UpstreamPool::new(u)))
+            })
+            .collect();
+        let revocations = match &config.revocation {
+            None => None,
+            Some(r) => match previous
+                .and_then(|p| p.revocations.as_ref())
+                .filter(|old| old.config == *r)
+            {
+                Some(old) => Some(old.clone()),
+                None => Some(Arc::new(Revocations::start(r, metrics.revocation())?)),
+            },
+        };
+        // Cached verifications name issuers by index: keep them only if the list is the same.
+        let token_cache = previous
+            .filter(|p| p.config.issuers == config.issuers)
+            .map(|p| p.token_cache.clone())
+            .unwrap_or_default();
         Ok(Self {
             routes: RouteTable::new(&config.routes),
-            upstreams: config.upstreams.iter().map(UpstreamPool::new).collect(),
+            upstreams,
             metrics: metrics.handles(&config),
-            issuers: Issuers::start(&config.issuers, metrics)?,
-            token_cache: TokenCache::new(),
-            revocations: config
-                .revocation
-                .as_ref()
-                .map(|r| Revocations::start(r, metrics.revocation()))
-                .transpose()?,
+            issuers: Issuers::start_reusing(
+                &config.issuers,
+                metrics,
+                previous.map(|p| &p.issuers),
+            )?,
+            token_cache,
+            revocations,
             identity_headers,
             config,
         })
@@ -100,10 +136,7 @@ impl State {
         let snapshot = self.snapshot.load();
         self.ready.load(Ordering::Acquire)
             && snapshot.issuers.all_have_keys()
-            && snapshot
-                .revocations
-                .as_ref()
-                .is_none_or(Revocations::all_loaded)
+            && snapshot.revocations.as_ref().is_none_or(|r| r.all_loaded())
     }
 
     pub fn set_ready(&self, ready: bool) {

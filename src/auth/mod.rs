@@ -30,16 +30,32 @@ use verify::{Failure, Verified};
 
 /// Every configured issuer, found by name order or by `iss`.
 pub struct Issuers {
-    pub list: Vec<IssuerState>,
+    pub list: Vec<Arc<IssuerState>>,
     by_iss: HashMap<String, usize>,
 }
 
 impl Issuers {
     /// Sets up every issuer's key source (see `IssuerState::start`).
     pub fn start(configs: &[Issuer], metrics: &Metrics) -> Result<Self, IssuerError> {
+        Self::start_reusing(configs, metrics, None)
+    }
+
+    /// Like `start`, but an issuer configured exactly as in `previous` keeps its state (keys,
+    /// refresh task), so a config reload never makes a request wait for keys again.
+    pub fn start_reusing(
+        configs: &[Issuer],
+        metrics: &Metrics,
+        previous: Option<&Issuers>,
+    ) -> Result<Self, IssuerError> {
         let list = configs
             .iter()
-            .map(|c| IssuerState::start(c.clone(), metrics.jwks(&c.name)))
+            .map(|c| {
+                let same = previous.and_then(|p| p.list.iter().find(|old| old.config == *c));
+                match same {
+                    Some(old) => Ok(old.clone()),
+                    None => IssuerState::start(c.clone(), metrics.jwks(&c.name)).map(Arc::new),
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let by_iss = configs
             .iter()
@@ -55,7 +71,7 @@ impl Issuers {
 
     /// Every issuer has loaded keys at least once.
     pub fn all_have_keys(&self) -> bool {
-        self.list.iter().all(IssuerState::has_keys)
+        self.list.iter().all(|i| i.has_keys())
     }
 }
 

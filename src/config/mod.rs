@@ -22,7 +22,7 @@ pub use duration::HumanDuration;
 pub use validate::check_referenced_files;
 
 /// A validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file this came from; relative paths inside it are resolved against its directory.
     pub path: PathBuf,
@@ -34,7 +34,7 @@ pub struct Config {
     pub routes: Vec<Route>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Server {
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
@@ -50,18 +50,18 @@ pub struct Server {
     pub trusted_proxies: Vec<IpNet>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Admin {
     pub listen: SocketAddr,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Issuer {
     pub name: String,
     pub issuer: String,
@@ -74,7 +74,7 @@ pub struct Issuer {
     pub scopes_claim: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Jwks {
     pub source: JwksSource,
     pub refresh_interval: Duration,
@@ -91,7 +91,7 @@ pub enum JwksSource {
     File(PathBuf),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Revocation {
     pub sources: Vec<RevocationSource>,
     pub expected_entries: u64,
@@ -107,7 +107,7 @@ pub enum RevocationSource {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     pub name: String,
     pub endpoints: Vec<Endpoint>,
@@ -122,7 +122,7 @@ pub struct Endpoint {
     pub authority: Authority,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub name: String,
     /// Lower-case host name without port.
@@ -164,7 +164,7 @@ pub enum ClaimValue {
     Bool(bool),
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Forward {
     /// (claim, header) pairs.
     pub claims_to_headers: Vec<(String, HeaderName)>,

@@ -33,6 +33,8 @@ const EJECT_MAX: Duration = Duration::from_secs(30);
 /// One upstream at runtime: its client (and so its connection pool) and endpoint health.
 pub struct UpstreamPool {
     pub name: String,
+    /// What it was built from: an unchanged upstream keeps its pool across reloads.
+    pub config: Upstream,
     client: Client<HttpConnector, UpstreamBody>,
     endpoints: Vec<EndpointState>,
     next: AtomicUsize,
@@ -78,6 +80,7 @@ impl UpstreamPool {
             .build(connector);
         Self {
             name: upstream.name.clone(),
+            config: upstream.clone(),
             client,
             endpoints: upstream
                 .endpoints

@@ -49,6 +49,8 @@ pub struct RevocationMetrics {
 
 /// The revocation sources of one config and the merged set they feed.
 pub struct Revocations {
+    /// What it was built from: an unchanged section keeps its lists across reloads.
+    pub config: Revocation,
     shared: Arc<Shared>,
     tasks: Vec<tokio::task::AbortHandle>,
 }
@@ -125,7 +127,11 @@ impl Revocations {
                 tasks.push(tokio::spawn(task).abort_handle());
             }
         }
-        Ok(Self { shared, tasks })
+        Ok(Self {
+            config: config.clone(),
+            shared,
+            tasks,
+        })
     }
 
     /// The current merged set (one atomic load).

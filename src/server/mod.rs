@@ -105,8 +105,9 @@ impl Gateway {
         state.set_ready(true);
 
         let graceful = GracefulShutdown::new();
-        let limits = state.snapshot.load().config.server.clone();
-        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        // Fixed for the life of the process (a reload says so); the rest is read per connection.
+        let max_connections = state.snapshot.load().config.server.max_connections;
+        let permits = Arc::new(Semaphore::new(max_connections));
         let builder = Arc::new(http_builder(&state.snapshot.load().config));
         tokio::pin!(shutdown);
         loop {
@@ -123,7 +124,7 @@ impl Gateway {
                 () = &mut shutdown => break,
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, limit = limits.max_connections, "max_connections reached; connection refused");
+                tracing::warn!(%peer, limit = max_connections, "max_connections reached; connection refused");
                 drop(stream);
                 continue;
             };
@@ -131,7 +132,7 @@ impl Gateway {
             let state = state.clone();
             let builder = builder.clone();
             let watcher = graceful.watcher();
-            let limits = limits.clone();
+            let limits = ConnectionLimits::from(&state.snapshot.load().config.server);
             tokio::spawn(async move {
                 let info = ConnectionInfo { peer, tls: false };
                 serve_connection(stream, info, state, &builder, watcher, &limits).await;
@@ -141,15 +142,16 @@ impl Gateway {
 
         state.set_ready(false);
         drop(listener);
+        let grace = state.snapshot.load().config.server.shutdown_grace;
         let open = graceful.count();
         tracing::info!(
             open_connections = open,
-            grace_ms = limits.shutdown_grace.as_millis() as u64,
+            grace_ms = grace.as_millis() as u64,
             "shutting down"
         );
         tokio::select! {
             () = graceful.shutdown() => tracing::info!("all connections closed"),
-            () = tokio::time::sleep(limits.shutdown_grace) => {
+            () = tokio::time::sleep(grace) => {
                 tracing::warn!("shutdown_grace elapsed; closing the remaining connections");
             }
         }
@@ -181,7 +183,7 @@ async fn serve_connection(
     state: Arc<State>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
-    limits: &crate::config::Server,
+    limits: &ConnectionLimits,
 ) {
     let activity = Arc::new(Activity::default());
     let io = TokioIo::new(TrackedIo::new(stream, activity.clone()));
@@ -225,6 +227,22 @@ async fn serve_connection(
     }
 }
 
+/// The timeouts a connection lives by, taken from the config current when it was accepted.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl From<&crate::config::Server> for ConnectionLimits {
+    fn from(server: &crate::config::Server) -> Self {
+        Self {
+            header_read_timeout: server.header_read_timeout,
+            idle_timeout: server.idle_timeout,
+        }
+    }
+}
+
 /// Per-connection timing: when the connection was last active, and when the request head now
 /// being read began.
 struct ConnectionClock {
@@ -248,7 +266,7 @@ impl ConnectionClock {
         &mut self,
         activity: &Activity,
         now: Instant,
-        limits: &crate::config::Server,
+        limits: &ConnectionLimits,
     ) -> Option<&'static str> {
         let read = activity.read.swap(false, Ordering::Relaxed);
         let written = activity.written.swap(false, Ordering::Relaxed);

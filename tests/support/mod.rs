@@ -186,6 +186,31 @@ impl Gateway {
         }
     }
 
+    /// Starts a gateway from a config file and reloads it when the file changes, as `serve`.
+    pub async fn start_file(path: &Path) -> Self {
+        let config =
+            tokengate::config::load(path).unwrap_or_else(|e| panic!("config refused: {e}"));
+        let gateway = tokengate::Gateway::bind(config).await.unwrap();
+        let reloader = tokengate::reload::spawn(gateway.state().clone(), path.to_owned());
+        let (addr, admin) = (gateway.local_addr(), gateway.admin_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            gateway
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            reloader.abort();
+        });
+        Self {
+            addr,
+            admin,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

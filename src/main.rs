@@ -73,6 +73,9 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     config::check_referenced_files(&config)?;
     tokengate::auth::check_key_files(&config)?;
     tokengate::revocation::check_files(&config)?;
+    if let Some(files) = &config.server.tls {
+        tokengate::server::tls::load(files)?;
+    }
     println!(
         "{}: OK ({} routes, {} upstreams, {} issuers)",
         path.display(),

@@ -106,6 +106,7 @@ fn warn_about_restart_only_changes(old: &Config, new: &Config) {
             "server.max_header_bytes",
             old.server.max_header_bytes != new.server.max_header_bytes,
         ),
+        ("server.tls", old.server.tls != new.server.tls),
     ];
     for (field, changed) in changes {
         if changed {

@@ -139,7 +139,7 @@ fn check_refuses_broken_configs_naming_the_field_and_the_fix() {
             &["auth"],
         ),
         (
-            "TLS requested but not available",
+            "TLS files missing",
             format!("server:\n  tls: {{ cert: c.pem, key: k.pem }}\n{VALID}"),
             &["server.tls", "fix:"],
         ),

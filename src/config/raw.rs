@@ -63,10 +63,6 @@ impl Default for RawServer {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "parsed for a complete schema; validation refuses server.tls for now"
-)]
 pub struct RawTls {
     pub cert: String,
     pub key: String,

@@ -162,16 +162,10 @@ pub(super) fn validate(file: &Path, raw: RawConfig) -> Result<Config, ConfigErro
 
 fn server(cx: &Ctx, raw: RawServer) -> Result<Server, ConfigError> {
     let listen = socket_addr(cx, &raw.listen, "server.listen")?;
-    if raw.tls.is_some() {
-        // Accepting it and listening in plain HTTP would be worse than refusing.
-        return Err(cx.err(
-            raw.listen.referenced,
-            "server.tls",
-            "TLS termination is not available in this version",
-            "remove server.tls and terminate TLS in front of the gateway",
-        ));
-    }
-    let tls: Option<TlsFiles> = None;
+    let tls = raw.tls.map(|t| TlsFiles {
+        cert: cx.resolve(&t.cert),
+        key: cx.resolve(&t.key),
+    });
     if let Some(url) = &raw.resource_metadata {
         if !url.value.starts_with("https://") && !url.value.starts_with("http://") {
             return Err(cx.err(

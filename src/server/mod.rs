@@ -2,6 +2,7 @@
 //! and idle timeouts, HTTP/1.1 and h2c (prior knowledge) on one port, graceful shutdown.
 
 mod io;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,7 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
@@ -27,6 +28,8 @@ use io::{Activity, InFlight, TrackedIo};
 pub enum ServeError {
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error(
         "{field}: cannot listen on {addr}: {source}\n  fix: free the port, or choose another address in the config"
     )]
@@ -43,6 +46,7 @@ pub struct Gateway {
     state: Arc<State>,
     listener: TcpListener,
     admin: TcpListener,
+    tls: Option<tls::Tls>,
 }
 
 impl Gateway {
@@ -64,12 +68,14 @@ impl Gateway {
                 addr: admin_listen,
                 source,
             })?;
+        let tls = config.server.tls.as_ref().map(tls::Tls::new).transpose()?;
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let state = Arc::new(State::new(config, metrics)?);
         Ok(Self {
             state,
             listener,
             admin,
+            tls,
         })
     }
 
@@ -98,7 +104,14 @@ impl Gateway {
             state,
             listener,
             admin,
+            tls,
         } = self;
+        let acceptor = tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
+        let tls_reloader = tls
+            .as_ref()
+            .map(|t| t.spawn_reloader(state.metrics.clone()));
         tracing::info!(addr = %listener.local_addr().map_or(String::new(), |a| a.to_string()), "gateway listening");
         tracing::info!(addr = %admin.local_addr().map_or(String::new(), |a| a.to_string()), "admin listening");
         let admin_task = tokio::spawn(crate::admin::serve(admin, state.clone()));
@@ -132,10 +145,44 @@ impl Gateway {
             let state = state.clone();
             let builder = builder.clone();
             let watcher = graceful.watcher();
+            let acceptor = acceptor.clone();
             let limits = ConnectionLimits::from(&state.snapshot.load().config.server);
             tokio::spawn(async move {
-                let info = ConnectionInfo { peer, tls: false };
-                serve_connection(stream, info, state, &builder, watcher, &limits).await;
+                let info = ConnectionInfo {
+                    peer,
+                    tls: acceptor.is_some(),
+                };
+                let activity = Arc::new(Activity::default());
+                let tracked = TrackedIo::new(stream, activity.clone());
+                match acceptor {
+                    None => {
+                        serve_connection(tracked, activity, info, state, &builder, watcher, &limits)
+                            .await
+                    }
+                    Some(acceptor) => {
+                        let handshake = tokio::time::timeout(
+                            limits.header_read_timeout,
+                            acceptor.accept(tracked),
+                        )
+                        .await;
+                        match handshake {
+                            Ok(Ok(tls)) => {
+                                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                                activity.http2.store(h2, Ordering::Relaxed);
+                                serve_connection(
+                                    tls, activity, info, state, &builder, watcher, &limits,
+                                )
+                                .await;
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake not completed within header_read_timeout")
+                            }
+                        }
+                    }
+                }
                 drop(permit);
             });
         }
@@ -156,6 +203,9 @@ impl Gateway {
             }
         }
         admin_task.abort();
+        if let Some(task) = tls_reloader {
+            task.abort();
+        }
         Ok(())
     }
 }
@@ -177,16 +227,18 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<I>(
+    io: I,
+    activity: Arc<Activity>,
     info: ConnectionInfo,
     state: Arc<State>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
     limits: &ConnectionLimits,
-) {
-    let activity = Arc::new(Activity::default());
-    let io = TokioIo::new(TrackedIo::new(stream, activity.clone()));
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let service_activity = activity.clone();
     let service = service_fn(move |request| {
         let state = state.clone();

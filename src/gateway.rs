@@ -11,20 +11,23 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 use crate::auth::verify::Verified;
 use crate::auth::{self, Decision};
 use crate::config::Route;
 use crate::metrics::RouteMetrics;
 use crate::proxy::headers::{self, ClientSide, X_REQUEST_ID};
+use crate::proxy::upgrade::{self, Tunnels};
 use crate::reject::Rejection;
 use crate::routing::path::normalise_path;
 use crate::routing::{HostError, request_host};
@@ -55,7 +58,13 @@ pub async fn handle(
         ..AccessLog::default()
     };
 
-    let outcome = route_and_forward(&snapshot, conn, request, &request_id, &mut log).await;
+    let cx = Context {
+        snapshot: &snapshot,
+        conn,
+        request_id: &request_id,
+        tunnels: &state.tunnels,
+    };
+    let outcome = route_and_forward(&cx, request, &mut log).await;
     let mut response = match outcome {
         Ok(response) => response.map(Either::Right),
         Err(rejection) => rejection
@@ -78,13 +87,20 @@ struct AccessLog {
     path: Option<String>,
 }
 
-async fn route_and_forward(
-    snapshot: &Snapshot,
+/// What every phase of one request may need.
+struct Context<'a> {
+    snapshot: &'a Snapshot,
     conn: ConnectionInfo,
+    request_id: &'a HeaderValue,
+    tunnels: &'a Arc<Tunnels>,
+}
+
+async fn route_and_forward(
+    cx: &Context<'_>,
     request: Request<Incoming>,
-    request_id: &HeaderValue,
     log: &mut AccessLog,
 ) -> Result<Response<Incoming>, Rejection> {
+    let snapshot = cx.snapshot;
     let host = check_head(&request)?;
     let path = normalise_path(request.uri().path())
         .map_err(|_| Rejection::BadRequest("the request path is not acceptable"))?;
@@ -119,16 +135,7 @@ async fn route_and_forward(
     let decision = outcome.result?;
 
     let path_and_query = upstream_path(request.uri().path_and_query(), path)?;
-    forward(
-        snapshot,
-        route,
-        &decision,
-        conn,
-        request,
-        path_and_query,
-        request_id,
-    )
-    .await
+    forward(cx, route, &decision, request, path_and_query).await
 }
 
 /// RFC 9112 §3.2: several Host headers are refused; so are several Authorization headers,
@@ -167,16 +174,18 @@ fn upstream_path(
 }
 
 async fn forward(
-    snapshot: &Snapshot,
+    cx: &Context<'_>,
     route: &Route,
     decision: &Decision,
-    conn: ConnectionInfo,
     request: Request<Incoming>,
     path_and_query: PathAndQuery,
-    request_id: &HeaderValue,
 ) -> Result<Response<Incoming>, Rejection> {
+    let (snapshot, conn, request_id) = (cx.snapshot, cx.conn, cx.request_id);
     let server = &snapshot.config.server;
     let (mut parts, body) = request.into_parts();
+    let client_upgrade = upgrade::is_websocket(&parts)
+        .then(|| parts.extensions.remove::<OnUpgrade>())
+        .flatten();
 
     let limit = match server.max_body_bytes {
         Some(max) => {
@@ -221,6 +230,9 @@ async fn forward(
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), request_id.clone());
+    if client_upgrade.is_some() {
+        upgrade::restore_upgrade_headers(&mut parts.headers);
+    }
 
     let upstream = route.upstream;
     let pool = &snapshot.upstreams[upstream];
@@ -234,6 +246,13 @@ async fn forward(
         .await
         .map_err(|e| e.rejection())?;
     headers::remove_hop_by_hop(response.headers_mut());
+    if let Some(client_upgrade) = client_upgrade
+        && response.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        upgrade::restore_upgrade_headers(response.headers_mut());
+        upgrade::spawn_tunnel(cx.tunnels.clone(), client_upgrade, upstream_upgrade);
+    }
     Ok(response)
 }
 

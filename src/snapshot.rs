@@ -117,6 +117,8 @@ pub enum SnapshotError {
 pub struct State {
     pub snapshot: ArcSwap<Snapshot>,
     pub metrics: Arc<Metrics>,
+    /// Upgraded (WebSocket) connections still open, for shutdown to drain.
+    pub tunnels: Arc<crate::proxy::upgrade::Tunnels>,
     ready: AtomicBool,
 }
 
@@ -126,6 +128,7 @@ impl State {
         Ok(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
+            tunnels: Arc::default(),
             ready: AtomicBool::new(false),
         })
     }

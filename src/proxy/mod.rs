@@ -5,6 +5,7 @@
 //! Bodies stream both ways; nothing here buffers a whole body.
 
 pub mod headers;
+pub mod upgrade;
 
 use std::error::Error as _;
 use std::sync::OnceLock;

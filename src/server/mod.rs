@@ -197,7 +197,10 @@ impl Gateway {
             "shutting down"
         );
         tokio::select! {
-            () = graceful.shutdown() => tracing::info!("all connections closed"),
+            () = async {
+                graceful.shutdown().await;
+                state.tunnels.drained().await;
+            } => tracing::info!("all connections closed"),
             () = tokio::time::sleep(grace) => {
                 tracing::warn!("shutdown_grace elapsed; closing the remaining connections");
             }

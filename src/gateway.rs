@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderValue};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderValue, TE};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full, Limited};
@@ -183,6 +183,12 @@ async fn forward(
     let (snapshot, conn, request_id) = (cx.snapshot, cx.conn, cx.request_id);
     let server = &snapshot.config.server;
     let (mut parts, body) = request.into_parts();
+    // RFC 9110 §10.1.4: TE is hop-by-hop, but `TE: trailers` says the client takes trailers,
+    // which gRPC needs the upstream to know.
+    let accepts_trailers = parts
+        .headers
+        .get(TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     let client_upgrade = upgrade::is_websocket(&parts)
         .then(|| parts.extensions.remove::<OnUpgrade>())
         .flatten();
@@ -232,6 +238,11 @@ async fn forward(
         .insert(X_REQUEST_ID.clone(), request_id.clone());
     if client_upgrade.is_some() {
         upgrade::restore_upgrade_headers(&mut parts.headers);
+    }
+    if accepts_trailers {
+        parts
+            .headers
+            .insert(TE, HeaderValue::from_static("trailers"));
     }
 
     let upstream = route.upstream;

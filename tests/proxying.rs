@@ -229,7 +229,7 @@ async fn hop_by_hop_headers_are_removed_both_ways() {
     let response = raw_request(
         gw.addr,
         b"GET /public/h HTTP/1.1\r\nHost: a\r\nConnection: close, X-Listed\r\nX-Listed: 1\r\n\
-          Keep-Alive: timeout=9\r\nTE: trailers\r\nProxy-Authorization: Basic eDp5\r\n\
+          Keep-Alive: timeout=9\r\nTE: deflate\r\nProxy-Authorization: Basic eDp5\r\n\
           Proxy-Connection: keep-alive\r\nUpgrade: h2c\r\nX-Kept: yes\r\n\r\n",
         Duration::from_secs(5),
     )
@@ -254,6 +254,19 @@ async fn hop_by_hop_headers_are_removed_both_ways() {
         );
     }
     assert_eq!(seen.headers["x-kept"], "yes");
+}
+
+#[tokio::test]
+async fn te_trailers_is_the_one_te_value_passed_on() {
+    let upstream = Upstream::echo().await;
+    let gw = Gateway::start(&config(&upstream.url(), "", PUBLIC_AND_PROTECTED)).await;
+    client()
+        .get(gw.url("/public/t"))
+        .header("te", "trailers")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upstream.only_request().headers["te"], "trailers");
 }
 
 #[tokio::test]

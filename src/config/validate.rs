@@ -447,10 +447,8 @@ fn upstream(
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
             return Err(bad(format!("`{text}` needs a scheme and a host")));
         };
-        if *scheme != Scheme::HTTP {
-            return Err(bad(format!(
-                "`{text}`: only http:// upstreams are supported in this version"
-            )));
+        if *scheme != Scheme::HTTP && *scheme != Scheme::HTTPS {
+            return Err(bad(format!("`{text}`: the scheme must be http or https")));
         }
         if uri.path() != "/" || uri.query().is_some() || authority.as_str().contains('@') {
             return Err(bad(format!(

@@ -2,20 +2,26 @@
 //! endpoints with passive ejection of endpoints that refuse connections, and the connect and
 //! request timeouts that turn into 502 and 504.
 //!
+//! `https://` endpoints are verified against the webpki roots plus the system's trust store
+//! (which honours `SSL_CERT_FILE` and `SSL_CERT_DIR`), and speak HTTP/2 when ALPN agrees.
+//! gRPC requests (`content-type: application/grpc…`) go to `http://` endpoints over HTTP/2
+//! with prior knowledge, since gRPC needs HTTP/2 and trailers.
+//!
 //! Bodies stream both ways; nothing here buffers a whole body.
 
 pub mod headers;
 pub mod upgrade;
 
 use std::error::Error as _;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
 use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -36,7 +42,10 @@ pub struct UpstreamPool {
     pub name: String,
     /// What it was built from: an unchanged upstream keeps its pool across reloads.
     pub config: Upstream,
-    client: Client<HttpConnector, UpstreamBody>,
+    /// HTTP/1.1, or HTTP/2 when an `https://` endpoint's ALPN agrees.
+    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    /// HTTP/2 with prior knowledge, for gRPC to `http://` endpoints.
+    h2c: Client<HttpConnector, UpstreamBody>,
     endpoints: Vec<EndpointState>,
     next: AtomicUsize,
     request_timeout: Duration,
@@ -74,15 +83,26 @@ impl UpstreamPool {
         connector.set_connect_timeout(Some(upstream.connect_timeout));
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        connector.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(upstream_tls().as_ref().clone())
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(connector.clone());
+        let builder = || {
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(90));
+            builder
+        };
         Self {
             name: upstream.name.clone(),
             config: upstream.clone(),
-            client,
+            client: builder().build(https),
+            h2c: builder().http2_only(true).build(connector),
             endpoints: upstream
                 .endpoints
                 .iter()
@@ -113,12 +133,24 @@ impl UpstreamPool {
             .path_and_query(path_and_query)
             .build()
             .map_err(|_| ForwardError::Protocol)?;
+        let grpc = is_grpc(&request);
+        let h2c = grpc && uri.scheme() == Some(&http::uri::Scheme::HTTP);
         *request.uri_mut() = uri;
-        *request.version_mut() = Version::HTTP_11;
+        // gRPC needs HTTP/2 end to end; everything else starts as HTTP/1.1 (an https
+        // endpoint may still agree on h2 by ALPN).
+        *request.version_mut() = if grpc {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
 
         let started = Instant::now();
-        let outcome =
-            tokio::time::timeout(self.request_timeout, self.client.request(request)).await;
+        let sent = if h2c {
+            self.h2c.request(request)
+        } else {
+            self.client.request(request)
+        };
+        let outcome = tokio::time::timeout(self.request_timeout, sent).await;
         let result = match outcome {
             Err(_elapsed) => Err(ForwardError::Timeout),
             Ok(Ok(response)) => Ok(response),
@@ -194,6 +226,36 @@ impl EndpointState {
             self.ejected_until.store(0, Ordering::Relaxed);
         }
     }
+}
+
+fn is_grpc<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Trust for `https://` upstreams: the webpki roots and the system's store (with
+/// `SSL_CERT_FILE` / `SSL_CERT_DIR`, where a private CA is usually added).
+fn upstream_tls() -> &'static Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let native = rustls_native_certs::load_native_certs();
+        for error in &native.errors {
+            tracing::debug!("system trust store: {error}");
+        }
+        let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+        tracing::debug!(added, "system CA certificates trusted for https upstreams");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .expect("the aws-lc-rs provider supports TLS 1.2 and 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    })
 }
 
 fn classify(error: &hyper_util::client::legacy::Error) -> ForwardError {

@@ -350,3 +350,59 @@ pub async fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap()
 }
+
+/// The `tokengate` binary serving a config file, killed (by PID) when dropped.
+pub struct Served {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Served {
+    /// Runs `tokengate serve` with JSON logs and `env`, and waits for its listening address.
+    pub fn start(config: &Path, env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tokengate"));
+        command
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let addr = loop {
+            let line = lines
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .expect("the gateway logged its listening address");
+            let event: serde_json::Value =
+                serde_json::from_str(&line).expect("logs are JSON lines");
+            if event["message"] == "gateway listening" {
+                break event["addr"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        Self { child, addr, lines }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,9 +1,16 @@
 //! Route matching: the first route whose host, methods and path all match wins.
 //!
 //! Matching runs on the normalised path (see `path`), hosts compare case-insensitively with
-//! the port ignored, and a `path_prefix` matches whole segments only. Nothing here allocates.
+//! the port ignored, and a `path_prefix` matches whole segments only.
+//!
+//! Routes are indexed in a trie of path segments, so a lookup walks the request's segments
+//! (one hash probe each) instead of scanning every route; the few routes whose path fits are
+//! then checked in config order. Nothing here allocates for up to 16 candidates.
 
 pub mod path;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use http::header::{HOST, HeaderMap};
 use http::{Method, Uri};
@@ -14,6 +21,43 @@ use crate::config::{PathMatch, Route};
 #[derive(Debug)]
 pub struct RouteTable {
     matchers: Vec<Matcher>,
+    root: Node,
+}
+
+/// One path segment of the trie: the routes whose prefix ends here, and whose exact path does.
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<Box<str>, Node, BuildHasherDefault<Fnv>>,
+    prefix: Vec<usize>,
+    exact: Vec<usize>,
+}
+
+/// FNV-1a: segments are short, and the table's keys come from the config, not from clients.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// The segments of a normalised path: none for `/`.
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    rest.split('/').filter(move |_| !rest.is_empty())
 }
 
 #[derive(Debug)]
@@ -32,6 +76,22 @@ pub enum HostError {
 
 impl RouteTable {
     pub fn new(routes: &[Route]) -> Self {
+        let mut root = Node::default();
+        for (index, route) in routes.iter().enumerate() {
+            let (path, exact) = match &route.path {
+                PathMatch::Exact(p) => (p, true),
+                PathMatch::Prefix(p) => (p, false),
+            };
+            let mut node = &mut root;
+            for segment in segments(path) {
+                node = node.children.entry(segment.into()).or_default();
+            }
+            if exact {
+                node.exact.push(index);
+            } else {
+                node.prefix.push(index);
+            }
+        }
         Self {
             matchers: routes
                 .iter()
@@ -41,15 +101,70 @@ impl RouteTable {
                     methods: r.methods.clone(),
                 })
                 .collect(),
+            root,
         }
     }
 
     /// The index of the first route matching `host` (port already removed), `method` and the
     /// normalised `path`.
     pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> Option<usize> {
-        self.matchers
+        let mut candidates = Candidates::default();
+        let mut node = &self.root;
+        candidates.extend(&node.prefix);
+        let mut walked_all = true;
+        for segment in segments(path) {
+            match node.children.get(segment) {
+                Some(child) => {
+                    node = child;
+                    candidates.extend(&node.prefix);
+                }
+                None => {
+                    walked_all = false;
+                    break;
+                }
+            }
+        }
+        if walked_all {
+            candidates.extend(&node.exact);
+        }
+        candidates
+            .sorted()
             .iter()
-            .position(|m| m.matches(host, method, path))
+            .copied()
+            .find(|&i| self.matchers[i].matches(host, method, path))
+    }
+}
+
+/// Route indices gathered on the walk; on the stack unless there are many.
+#[derive(Default)]
+struct Candidates {
+    inline: [usize; 16],
+    len: usize,
+    spill: Vec<usize>,
+}
+
+impl Candidates {
+    fn extend(&mut self, indices: &[usize]) {
+        for &i in indices {
+            if self.len < self.inline.len() {
+                self.inline[self.len] = i;
+                self.len += 1;
+            } else {
+                self.spill.push(i);
+            }
+        }
+    }
+
+    /// In config order: the first match wins.
+    fn sorted(&mut self) -> &[usize] {
+        if self.spill.is_empty() {
+            self.inline[..self.len].sort_unstable();
+            &self.inline[..self.len]
+        } else {
+            self.spill.extend_from_slice(&self.inline[..self.len]);
+            self.spill.sort_unstable();
+            &self.spill
+        }
     }
 }
 
@@ -166,6 +281,59 @@ mod tests {
         assert_eq!(table.find(None, &Method::GET, "/orders/1"), Some(2));
         let strict = RouteTable::new(&[route(None, PathMatch::Exact("/a".into()), None)]);
         assert_eq!(strict.find(None, &Method::GET, "/A"), None);
+    }
+
+    use proptest::prelude::*;
+
+    fn linear(routes: &[Route], host: Option<&str>, method: &Method, path: &str) -> Option<usize> {
+        routes.iter().position(|r| {
+            Matcher {
+                host: r.host.clone(),
+                path: r.path.clone(),
+                methods: r.methods.clone(),
+            }
+            .matches(host, method, path)
+        })
+    }
+
+    fn arbitrary_route() -> impl Strategy<Value = Route> {
+        let path = prop::collection::vec(prop::sample::select(vec!["a", "b", "ab", ""]), 0..4)
+            .prop_map(|segs| format!("/{}", segs.join("/")));
+        (
+            path,
+            any::<bool>(),
+            prop::option::of(prop::sample::select(vec!["x.test", "y.test"])),
+            any::<bool>(),
+        )
+            .prop_filter_map("normal paths only", |(p, exact, host, get_only)| {
+                let normal = path::normalise_path(&p).ok()?.into_owned();
+                let path = if exact {
+                    PathMatch::Exact(normal)
+                } else if normal == "/" {
+                    PathMatch::Prefix(normal)
+                } else {
+                    PathMatch::Prefix(normal.trim_end_matches('/').to_owned())
+                };
+                let methods = get_only.then(|| vec![Method::GET]);
+                Some(route(host, path, methods))
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn the_trie_finds_what_a_scan_in_config_order_finds(
+            routes in prop::collection::vec(arbitrary_route(), 1..12),
+            request in prop::collection::vec(prop::sample::select(vec!["a", "b", "ab", "c", ""]), 0..5),
+            host in prop::option::of(prop::sample::select(vec!["x.test", "y.test"])),
+            post in any::<bool>(),
+        ) {
+            let path = format!("/{}", request.join("/"));
+            if let Ok(path) = path::normalise_path(&path) {
+                let method = if post { Method::POST } else { Method::GET };
+                let table = RouteTable::new(&routes);
+                prop_assert_eq!(table.find(host, &method, &path), linear(&routes, host, &method, &path));
+            }
+        }
     }
 
     #[test]

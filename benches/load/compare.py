@@ -1,0 +1,447 @@
+#!/usr/bin/env python3
+"""tokengate side by side with the proxies people would use instead, in one run, per core.
+
+Starts on 127.0.0.1 an nginx upstream (`return 200`), then, each with one worker:
+  - tokengate verifying RS256 or ES256 bearer tokens (and, as a plain proxy, an anonymous route),
+  - HAProxy 2.6 with native jwt_verify (RS256 and ES256, with alg, exp, iss and aud checks),
+  - HAProxy and nginx as plain proxies that check nothing,
+  - the upstream directly.
+The proxy under test runs on CPU 0; wrk and the upstream on CPU 1. wrk sends tokens that
+rotate through N distinct valid tokens (1, 10 000, or "new": a pool large enough that no
+token repeats within a round). Rounds interleave the targets (A B C A B C ...) so that drift
+hits all alike. The report gives median req/s and p50/p99/p99.9 latency per target, ratios,
+as a Markdown table, JSON and a PNG chart.
+
+    python3 benches/load/compare.py                     # 3 rounds of 5 s, 32 connections
+    python3 benches/load/compare.py --rounds 5 --duration 10 --out target/bench-load
+
+Needs wrk, nginx, haproxy and openssl (Debian: wrk nginx-light haproxy openssl) and the Python
+packages cryptography and matplotlib (installed with pip when missing). Every process it starts
+is stopped by PID when it ends; everything listens on 127.0.0.1 only.
+"""
+
+import argparse
+import base64
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ISSUER = "https://idp.bench.local"
+AUDIENCE = "orders-api"
+
+
+def need_python_packages():
+    missing = []
+    for module, package in [("cryptography", "cryptography"), ("matplotlib", "matplotlib")]:
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+
+
+def need_tools():
+    missing = [t for t in ["wrk", "nginx", "haproxy", "openssl", "taskset"] if not shutil.which(t)]
+    if missing:
+        sys.exit(f"missing {', '.join(missing)}: apt-get install wrk nginx-light haproxy openssl util-linux")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def int_b64(n: int) -> str:
+    return b64url(n.to_bytes((n.bit_length() + 7) // 8, "big"))
+
+
+class Keys:
+    """An RS256 and an ES256 key, kept in the work directory so cached tokens stay valid."""
+
+    def __init__(self, work: Path):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+        self.private = {}
+        for alg, make in [("RS256", lambda: rsa.generate_private_key(65537, 2048)),
+                          ("ES256", lambda: ec.generate_private_key(ec.SECP256R1()))]:
+            path = work / f"{alg}.key.pem"
+            if path.exists():
+                key = serialization.load_pem_private_key(path.read_bytes(), None)
+            else:
+                key = make()
+                path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                   serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()))
+            self.private[alg] = key
+            public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                      serialization.PublicFormat.SubjectPublicKeyInfo)
+            (work / f"{alg}.pub.pem").write_bytes(public_pem)
+        rsa_numbers = self.private["RS256"].public_key().public_numbers()
+        ec_numbers = self.private["ES256"].public_key().public_numbers()
+        self.jwks = {"keys": [
+            {"kty": "RSA", "kid": "rs", "alg": "RS256", "use": "sig",
+             "n": int_b64(rsa_numbers.n), "e": int_b64(rsa_numbers.e)},
+            {"kty": "EC", "kid": "es", "alg": "ES256", "use": "sig", "crv": "P-256",
+             "x": b64url(ec_numbers.x.to_bytes(32, "big")), "y": b64url(ec_numbers.y.to_bytes(32, "big"))},
+        ]}
+        (work / "jwks.json").write_text(json.dumps(self.jwks))
+
+
+def _sign_range(args):
+    key_path, alg, start, count, exp = args
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    key = serialization.load_pem_private_key(Path(key_path).read_bytes(), None)
+    header = b64url(json.dumps({"alg": alg, "kid": "rs" if alg == "RS256" else "es", "typ": "JWT"},
+                               separators=(",", ":")).encode())
+    now = int(time.time())
+    out = []
+    for i in range(start, start + count):
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": f"user-{i % 1000}", "jti": f"t-{i}",
+                  "scope": "orders.read", "iat": now - 60, "exp": exp}
+        message = f"{header}.{b64url(json.dumps(claims, separators=(',', ':')).encode())}".encode()
+        if alg == "RS256":
+            signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            r, s = decode_dss_signature(key.sign(message, ec.ECDSA(hashes.SHA256())))
+            signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        out.append(f"{message.decode()}.{b64url(signature)}")
+    return out
+
+
+def tokens_file(work: Path, alg: str, count: int) -> Path:
+    """`count` distinct valid tokens, one a line, made once and kept (valid for 7 days)."""
+    path = work / f"tokens-{alg}-{count}.txt"
+    if path.exists() and path.stat().st_mtime > time.time() - 6 * 86400:
+        return path
+    exp = int(time.time()) + 7 * 86400
+    workers = max(1, os.cpu_count() or 1)
+    chunk = (count + workers - 1) // workers
+    jobs = [(str(work / f"{alg}.key.pem"), alg, w * chunk, min(chunk, count - w * chunk), exp)
+            for w in range(workers) if w * chunk < count]
+    started = time.time()
+    with multiprocessing.Pool(len(jobs)) as pool:
+        lines = [t for part in pool.map(_sign_range, jobs) for t in part]
+    path.write_text("\n".join(lines) + "\n")
+    print(f"  made {count} {alg} tokens in {time.time() - started:.1f} s", flush=True)
+    return path
+
+
+class Processes:
+    def __init__(self):
+        self.children = []
+
+    def start(self, args, cpu, env=None, log=None):
+        command = ["taskset", "-c", str(cpu), *args]
+        out = open(log, "w") if log else subprocess.DEVNULL
+        child = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        self.children.append(child)
+        return child
+
+    def stop(self):
+        for child in self.children:
+            try:
+                os.killpg(child.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for child in self.children:
+            try:
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def start_targets(work: Path, procs: Processes, ports: dict):
+    upstream = ports["upstream"]
+    (work / "upstream.conf").write_text(f"""
+daemon off; worker_processes 1; pid {work}/upstream.pid; error_log {work}/upstream-error.log;
+events {{ worker_connections 8192; }}
+http {{ access_log off; keepalive_requests 10000000;
+  server {{ listen 127.0.0.1:{upstream}; location / {{ return 200 "ok\\n"; }} }} }}
+""")
+    procs.start(["nginx", "-c", str(work / "upstream.conf"), "-e", str(work / "upstream-error.log")], cpu=1)
+
+    (work / "nginx-proxy.conf").write_text(f"""
+daemon off; worker_processes 1; pid {work}/proxy.pid; error_log {work}/proxy-error.log;
+events {{ worker_connections 8192; }}
+http {{ access_log off; keepalive_requests 10000000;
+  upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{ports['nginx']};
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""")
+    procs.start(["nginx", "-c", str(work / "nginx-proxy.conf"), "-e", str(work / "proxy-error.log")], cpu=0)
+
+    def jwt_frontend(name, port, alg):
+        return f"""
+frontend {name}
+  bind 127.0.0.1:{port}
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg')
+  http-request deny deny_status 401 unless {{ var(txn.alg) -m str {alg} }}
+  http-request set-var(txn.iss) var(txn.bearer),jwt_payload_query('$.iss')
+  http-request deny deny_status 401 unless {{ var(txn.iss) -m str {ISSUER} }}
+  http-request set-var(txn.aud) var(txn.bearer),jwt_payload_query('$.aud')
+  http-request deny deny_status 401 unless {{ var(txn.aud) -m str {AUDIENCE} }}
+  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int')
+  http-request set-var(txn.now) date()
+  http-request deny deny_status 401 if {{ var(txn.exp),sub(txn.now) -m int lt 0 }}
+  http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_verify(txn.alg,"{work}/{alg}.pub.pem") -m int 1 }}
+  default_backend app
+"""
+    (work / "haproxy.cfg").write_text(f"""
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend plain
+  bind 127.0.0.1:{ports['haproxy']}
+  default_backend app
+{jwt_frontend('jwt_rs256', ports['haproxy_rs256'], 'RS256')}
+{jwt_frontend('jwt_es256', ports['haproxy_es256'], 'ES256')}
+backend app
+  http-reuse always
+  server upstream 127.0.0.1:{upstream}
+""")
+    procs.start(["haproxy", "-f", str(work / "haproxy.cfg")], cpu=0, log=work / "haproxy.log")
+
+    (work / "tokengate.yaml").write_text(f"""
+server:
+  listen: "127.0.0.1:{ports['tokengate']}"
+admin:
+  listen: "127.0.0.1:{ports['tokengate_admin']}"
+issuers:
+  - name: bench
+    issuer: "{ISSUER}"
+    audiences: [{AUDIENCE}]
+    algorithms: [RS256, ES256]
+    jwks: {{ file: "{work}/jwks.json" }}
+upstreams:
+  app:
+    endpoints: ["http://127.0.0.1:{upstream}"]
+routes:
+  - name: plain
+    match: {{ path_prefix: /plain }}
+    upstream: app
+    auth: none
+  - name: verified
+    match: {{ path_prefix: /verified }}
+    upstream: app
+    auth:
+      scopes: {{ all_of: [orders.read] }}
+""")
+    started = time.time()
+    gateway = procs.start([str(ROOT / "target/release/tokengate"), "serve", "--config", str(work / "tokengate.yaml")],
+                          cpu=0, env={"TOKIO_WORKER_THREADS": "1", "RUST_LOG": "warn"}, log=work / "tokengate.log")
+    ready_ms = None
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports['tokengate_admin']}/readyz", timeout=0.5) as r:
+                if r.status == 200:
+                    ready_ms = (time.time() - started) * 1000
+                    break
+        except OSError:
+            time.sleep(0.005)
+    for port in ports.values():
+        wait_port(port)
+    time.sleep(0.3)
+    return gateway, ready_ms
+
+
+def run_wrk(url, tokens, duration, connections):
+    args = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
+            "-s", str(Path(__file__).with_name("rotate.lua")), url, "--", str(tokens or "")]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 30).stdout
+    for line in out.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"wrk printed no result:\n{out}")
+
+
+def openssl_verify_per_second():
+    out = subprocess.run(["taskset", "-c", "0", "openssl", "speed", "-seconds", "3", "rsa2048", "ecdsap256", "ed25519"],
+                         capture_output=True, text=True).stdout
+    rates = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith("rsa 2048 bits"):
+            rates["RS256"] = float(parts[-1])
+        elif line.startswith("256 bits ecdsa"):
+            rates["ES256"] = float(parts[-1])
+        elif "ed25519" in line and len(parts) >= 2:
+            try:
+                rates["EdDSA"] = float(parts[-1])
+            except ValueError:
+                pass
+    return rates
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--new-pool", type=int, default=200_000, help="tokens for the 'every token new' runs")
+    parser.add_argument("--out", default=str(ROOT / "target/bench-load"))
+    args = parser.parse_args()
+
+    need_tools()
+    need_python_packages()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    work.mkdir(exist_ok=True)
+    print("building tokengate (release)", flush=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    Keys(work)
+    print("making tokens", flush=True)
+    token_files = {(alg, n): tokens_file(work, alg, n) for alg in ["RS256", "ES256"] for n in [1, 10_000]}
+    token_files[("RS256", "new")] = tokens_file(work, "RS256", args.new_pool)
+    token_files[("ES256", "new")] = tokens_file(work, "ES256", args.new_pool)
+
+    ports = {name: free_port() for name in ["upstream", "nginx", "haproxy", "haproxy_rs256", "haproxy_es256",
+                                            "tokengate", "tokengate_admin"]}
+    procs = Processes()
+    results = {}
+    try:
+        gateway, ready_ms = start_targets(work, procs, ports)
+        idle_rss = rss_kib(gateway.pid)
+        targets = [
+            ("upstream direct", f"http://127.0.0.1:{ports['upstream']}/", None),
+            ("nginx plain proxy", f"http://127.0.0.1:{ports['nginx']}/", None),
+            ("haproxy plain proxy", f"http://127.0.0.1:{ports['haproxy']}/", None),
+            ("tokengate plain proxy", f"http://127.0.0.1:{ports['tokengate']}/plain", None),
+        ]
+        for alg in ["RS256", "ES256"]:
+            for n in [1, 10_000, "new"]:
+                tokens = token_files[(alg, n)]
+                targets.append((f"haproxy jwt_verify {alg} N={n}", f"http://127.0.0.1:{ports['haproxy_' + alg.lower()]}/", tokens))
+                targets.append((f"tokengate {alg} N={n}", f"http://127.0.0.1:{ports['tokengate']}/verified", tokens))
+        for round_no in range(1, args.rounds + 1):
+            print(f"round {round_no}/{args.rounds}", flush=True)
+            for name, url, tokens in targets:
+                result = run_wrk(url, tokens, args.duration, args.connections)
+                results.setdefault(name, []).append(result)
+                flag = "" if result["non_2xx"] == 0 and result["socket_errors"] == 0 else \
+                    f"  (non-2xx {result['non_2xx']}, socket errors {result['socket_errors']})"
+                print(f"  {name:32s} {result['rps']:10.0f} req/s  p99 {result['p99_us']:6d} us{flag}", flush=True)
+        loaded_rss = rss_kib(gateway.pid)
+    finally:
+        procs.stop()
+
+    verify_limit = openssl_verify_per_second()
+    summary = {}
+    for name, runs in results.items():
+        summary[name] = {
+            "rps": statistics.median(r["rps"] for r in runs),
+            "p50_us": statistics.median(r["p50_us"] for r in runs),
+            "p99_us": statistics.median(r["p99_us"] for r in runs),
+            "p999_us": statistics.median(r["p999_us"] for r in runs),
+            "non_2xx": sum(r["non_2xx"] for r in runs),
+            "socket_errors": sum(r["socket_errors"] for r in runs),
+            "rounds": runs,
+        }
+
+    def rps(name):
+        return summary[name]["rps"]
+
+    ratios = {
+        "tokengate RS256 N=10000 / haproxy jwt_verify RS256 N=10000 (target >= 1.5)":
+            rps("tokengate RS256 N=10000") / rps("haproxy jwt_verify RS256 N=10000"),
+        "tokengate ES256 N=10000 / haproxy jwt_verify ES256 N=10000":
+            rps("tokengate ES256 N=10000") / rps("haproxy jwt_verify ES256 N=10000"),
+        "tokengate RS256 N=10000 / nginx plain proxy (target >= 0.9)":
+            rps("tokengate RS256 N=10000") / rps("nginx plain proxy"),
+        "tokengate plain proxy / nginx plain proxy": rps("tokengate plain proxy") / rps("nginx plain proxy"),
+        "tokengate RS256 N=10000 p99 / haproxy jwt_verify RS256 N=10000 p99 (target <= 1.0)":
+            summary["tokengate RS256 N=10000"]["p99_us"] / max(1, summary["haproxy jwt_verify RS256 N=10000"]["p99_us"]),
+    }
+    for alg in ["RS256", "ES256"]:
+        if alg in verify_limit:
+            per_request = 1 / rps(f"tokengate {alg} N=new") - 1 / rps("tokengate plain proxy")
+            if per_request > 0:
+                ratios[f"tokengate {alg} every token new: verify rate with proxy cost subtracted / openssl verify/s (target >= 0.8)"] = \
+                    (1 / per_request) / verify_limit[alg]
+    report = {
+        "machine": {"cpus": os.cpu_count(), "note": "proxy on CPU 0; wrk and the upstream on CPU 1"},
+        "settings": vars(args),
+        "tokengate": {"ready_ms_with_file_jwks": ready_ms, "idle_rss_kib": idle_rss, "rss_after_load_kib": loaded_rss},
+        "openssl_verify_per_second": verify_limit,
+        "results": summary,
+        "ratios": ratios,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+
+    lines = ["| target | req/s (median) | p50 µs | p99 µs | p99.9 µs | errors |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, s in summary.items():
+        lines.append(f"| {name} | {s['rps']:.0f} | {s['p50_us']:.0f} | {s['p99_us']:.0f} | {s['p999_us']:.0f} | "
+                     f"{s['non_2xx'] + s['socket_errors']} |")
+    lines += ["", "| ratio | value |", "| --- | ---: |"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in ratios.items()]
+    lines += ["", f"tokengate ready in {ready_ms:.0f} ms with file-based JWKS; RSS idle {idle_rss / 1024:.1f} MiB, "
+                  f"after the runs {loaded_rss / 1024:.1f} MiB. openssl verify/s on CPU 0: {verify_limit}."]
+    table = "\n".join(lines)
+    (out / "report.md").write_text(table + "\n")
+    print("\n" + table)
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = list(summary)
+    fig, ax = plt.subplots(figsize=(11, 0.42 * len(names) + 1.5))
+    colors = ["#2b7bba" if n.startswith("tokengate") else "#999999" for n in names]
+    ax.barh(names, [summary[n]["rps"] for n in names], color=colors)
+    ax.invert_yaxis()
+    ax.set_xlabel("requests per second (median of rounds), one proxy core")
+    ax.set_title(f"tokengate and peers, {args.rounds} interleaved rounds of {args.duration} s, {args.connections} connections")
+    fig.tight_layout()
+    fig.savefig(out / "report.png", dpi=110)
+    print(f"\nwrote {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+-- wrk script: each request carries the next token of a file, round robin; the summary line
+-- at the end is JSON (requests/s, latency percentiles in microseconds, errors).
+local tokens = {}
+local index = 0
+
+function init(args)
+  local path = args[1]
+  if path and path ~= "" then
+    for line in io.lines(path) do
+      if #line > 0 then tokens[#tokens + 1] = line end
+    end
+  end
+end
+
+function request()
+  if #tokens == 0 then
+    return wrk.format("GET", wrk.path)
+  end
+  index = index % #tokens + 1
+  return wrk.format("GET", wrk.path, { ["Authorization"] = "Bearer " .. tokens[index] })
+end
+
+function done(summary, latency, requests)
+  local seconds = summary.duration / 1e6
+  local errors = summary.errors
+  io.write(string.format(
+    'RESULT {"requests": %d, "seconds": %.3f, "rps": %.1f, "p50_us": %d, "p99_us": %d, "p999_us": %d, "non_2xx": %d, "socket_errors": %d}\n',
+    summary.requests, seconds, summary.requests / seconds,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
+    errors.status, errors.connect + errors.read + errors.write + errors.timeout))
+end

@@ -38,8 +38,10 @@ fn browser_like_request() -> HeaderMap {
 
 fn headers(c: &mut Criterion) {
     let host = HeaderValue::from_static("api.example.com");
+    let peer_header = HeaderValue::from_static("10.1.2.3");
     let client = ClientSide {
         peer: "10.1.2.3".parse().unwrap(),
+        peer_header: &peer_header,
         trusted: false,
         proto: "http",
         host: Some(&host),

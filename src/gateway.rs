@@ -37,16 +37,30 @@ use crate::snapshot::{Snapshot, State};
 pub type ResponseBody = Either<Full<Bytes>, Incoming>;
 
 /// What a request knows about the connection it came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     pub peer: SocketAddr,
+    /// The peer's address as a header value (X-Forwarded-For), made once per connection.
+    pub peer_header: HeaderValue,
     pub tls: bool,
+}
+
+impl ConnectionInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        let peer_header = HeaderValue::try_from(peer.ip().to_string())
+            .expect("an IP address is a valid header value");
+        Self {
+            peer,
+            peer_header,
+            tls,
+        }
+    }
 }
 
 /// Handles one request end to end. Never fails: every failure is a response.
 pub async fn handle(
     state: &State,
-    conn: ConnectionInfo,
+    conn: &ConnectionInfo,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
@@ -90,7 +104,7 @@ struct AccessLog {
 /// What every phase of one request may need.
 struct Context<'a> {
     snapshot: &'a Snapshot,
-    conn: ConnectionInfo,
+    conn: &'a ConnectionInfo,
     request_id: &'a HeaderValue,
     tunnels: &'a Arc<Tunnels>,
 }
@@ -216,6 +230,7 @@ async fn forward(
     };
     let client = ClientSide {
         peer: conn.peer.ip(),
+        peer_header: &conn.peer_header,
         trusted: server
             .trusted_proxies
             .iter()

@@ -37,6 +37,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// What the request rewrite needs to know about the client connection.
 pub struct ClientSide<'a> {
     pub peer: IpAddr,
+    /// `peer` as a header value, made once per connection.
+    pub peer_header: &'a HeaderValue,
     /// The peer is in `server.trusted_proxies`: its `X-Forwarded-*` are kept and appended to.
     pub trusted: bool,
     pub proto: &'static str,
@@ -69,9 +71,11 @@ pub fn rewrite_request(headers: &mut HeaderMap, client: &ClientSide, identity_he
             let _ = write!(list, ", {}", client.peer);
             list
         }
-        _ => client.peer.to_string(),
+        _ => String::new(),
     };
-    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
+    if forwarded_for.is_empty() {
+        headers.insert(X_FORWARDED_FOR.clone(), client.peer_header.clone());
+    } else if let Ok(value) = HeaderValue::try_from(forwarded_for) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     if !(client.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
@@ -205,6 +209,7 @@ mod tests {
         let host = h.get("host").cloned();
         let client = ClientSide {
             peer: "10.1.2.3".parse().unwrap(),
+            peer_header: &HeaderValue::from_static("10.1.2.3"),
             trusted: false,
             proto: "http",
             host: host.as_ref(),
@@ -226,6 +231,7 @@ mod tests {
         ]);
         let client = ClientSide {
             peer: "10.0.0.1".parse().unwrap(),
+            peer_header: &HeaderValue::from_static("10.0.0.1"),
             trusted: true,
             proto: "http",
             host: None,
@@ -244,6 +250,7 @@ mod tests {
         ]);
         let client = ClientSide {
             peer: "127.0.0.1".parse().unwrap(),
+            peer_header: &HeaderValue::from_static("127.0.0.1"),
             trusted: false,
             proto: "http",
             host: None,

@@ -148,10 +148,7 @@ impl Gateway {
             let acceptor = acceptor.clone();
             let limits = ConnectionLimits::from(&state.snapshot.load().config.server);
             tokio::spawn(async move {
-                let info = ConnectionInfo {
-                    peer,
-                    tls: acceptor.is_some(),
-                };
+                let info = Arc::new(ConnectionInfo::new(peer, acceptor.is_some()));
                 let activity = Arc::new(Activity::default());
                 let tracked = TrackedIo::new(stream, activity.clone());
                 match acceptor {
@@ -233,7 +230,7 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
 async fn serve_connection<I>(
     io: I,
     activity: Arc<Activity>,
-    info: ConnectionInfo,
+    info: Arc<ConnectionInfo>,
     state: Arc<State>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
@@ -243,11 +240,12 @@ async fn serve_connection<I>(
 {
     let io = TokioIo::new(io);
     let service_activity = activity.clone();
+    let service_info = info.clone();
     let service = service_fn(move |request| {
-        let state = state.clone();
+        let (state, info) = (state.clone(), service_info.clone());
         let in_flight = InFlight::start(service_activity.clone());
         async move {
-            let response = gateway::handle(&state, info, request).await;
+            let response = gateway::handle(&state, &info, request).await;
             drop(in_flight);
             Ok::<_, Infallible>(response)
         }

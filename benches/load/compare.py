@@ -307,16 +307,16 @@ def openssl_verify_per_second():
                          capture_output=True, text=True).stdout
     rates = {}
     for line in out.splitlines():
-        parts = line.split()
-        if line.startswith("rsa 2048 bits"):
-            rates["RS256"] = float(parts[-1])
-        elif line.startswith("256 bits ecdsa"):
-            rates["ES256"] = float(parts[-1])
-        elif "ed25519" in line and len(parts) >= 2:
-            try:
+        line, parts = line.strip(), line.split()
+        try:
+            if line.startswith("rsa 2048 bits"):
+                rates["RS256"] = float(parts[-1])
+            elif line.startswith("256 bits ecdsa"):
+                rates["ES256"] = float(parts[-1])
+            elif "(Ed25519)" in line:
                 rates["EdDSA"] = float(parts[-1])
-            except ValueError:
-                pass
+        except ValueError:
+            pass
     return rates
 
 

@@ -10,7 +10,11 @@ use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use std::sync::OnceLock;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::{self, ParsedPublicKey, VerificationAlgorithm};
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 /// The kinds of key a token's algorithm can require.
@@ -62,13 +66,43 @@ pub struct Key {
     pub family: KeyFamily,
     /// The JWK's own `alg`, which then is the only algorithm it verifies.
     pub alg: Option<Algorithm>,
-    pub decoding: DecodingKey,
+    /// The public key bytes in the form aws-lc parses.
+    public: Vec<u8>,
+    /// Parsed once per algorithm, on first use: a verification then costs only the math.
+    parsed: [OnceLock<Option<ParsedPublicKey>>; ALGORITHM_COUNT],
     /// A hash of the key material: a cached verification stays valid only while a key with
     /// this fingerprint is still in the set.
     pub fingerprint: u64,
 }
 
+const ALGORITHM_COUNT: usize = 9;
+
 impl Key {
+    /// Checks `signature` over `message` with `alg` (which the caller made sure this key
+    /// verifies).
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.parsed(alg)
+            .is_some_and(|key| key.verify_sig(message, signature).is_ok())
+    }
+
+    fn parsed(&self, alg: Algorithm) -> Option<&ParsedPublicKey> {
+        let (slot, algorithm): (usize, &'static dyn VerificationAlgorithm) = match alg {
+            Algorithm::RS256 => (0, &signature::RSA_PKCS1_2048_8192_SHA256),
+            Algorithm::RS384 => (1, &signature::RSA_PKCS1_2048_8192_SHA384),
+            Algorithm::RS512 => (2, &signature::RSA_PKCS1_2048_8192_SHA512),
+            Algorithm::PS256 => (3, &signature::RSA_PSS_2048_8192_SHA256),
+            Algorithm::PS384 => (4, &signature::RSA_PSS_2048_8192_SHA384),
+            Algorithm::PS512 => (5, &signature::RSA_PSS_2048_8192_SHA512),
+            Algorithm::ES256 => (6, &signature::ECDSA_P256_SHA256_FIXED),
+            Algorithm::ES384 => (7, &signature::ECDSA_P384_SHA384_FIXED),
+            Algorithm::EdDSA => (8, &signature::ED25519),
+            _ => return None,
+        };
+        self.parsed[slot]
+            .get_or_init(|| ParsedPublicKey::new(algorithm, &self.public).ok())
+            .as_ref()
+    }
+
     /// Can this key verify a token signed with `alg`?
     pub fn verifies(&self, alg: Algorithm) -> bool {
         family_of(alg) == Some(self.family) && self.alg.is_none_or(|own| own == alg)
@@ -191,7 +225,9 @@ fn parse_key(raw: RawKey) -> Result<Key, String> {
             })
     };
     let mut material = DefaultHasher::new();
-    let (family, decoding) = match (raw.kty.as_str(), raw.crv.as_deref()) {
+    // The public key as aws-lc parses it: SubjectPublicKeyInfo DER for RSA, the uncompressed
+    // point for EC, the 32 raw bytes for Ed25519.
+    let (family, public) = match (raw.kty.as_str(), raw.crv.as_deref()) {
         ("RSA", _) => {
             let n = field(&raw.n, "n")?;
             let e = field(&raw.e, "e")?;
@@ -202,7 +238,14 @@ fn parse_key(raw: RawKey) -> Result<Key, String> {
                 ));
             }
             (n.as_slice(), e.as_slice()).hash(&mut material);
-            (KeyFamily::Rsa, DecodingKey::from_rsa_raw_components(&n, &e))
+            let components = aws_lc_rs::rsa::PublicKeyComponents {
+                n: n.as_slice(),
+                e: e.as_slice(),
+            };
+            let der = components
+                .as_der()
+                .map_err(|_| "the RSA key cannot be encoded".to_owned())?;
+            (KeyFamily::Rsa, der.as_ref().to_vec())
         }
         ("EC", Some(crv @ ("P-256" | "P-384"))) => {
             let (family, size) = if crv == "P-256" {
@@ -216,11 +259,11 @@ fn parse_key(raw: RawKey) -> Result<Key, String> {
                 return Err(format!("coordinates of the wrong length for {crv}"));
             }
             (x.as_slice(), y.as_slice()).hash(&mut material);
-            let (Some(x), Some(y)) = (&raw.x, &raw.y) else {
-                return Err("coordinates missing".to_owned());
-            };
-            let key = DecodingKey::from_ec_components(x, y).map_err(|e| e.to_string())?;
-            (family, key)
+            let mut point = Vec::with_capacity(1 + 2 * size);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            (family, point)
         }
         ("OKP", Some("Ed25519")) => {
             let x = field(&raw.x, "x")?;
@@ -228,13 +271,7 @@ fn parse_key(raw: RawKey) -> Result<Key, String> {
                 return Err("an Ed25519 key is 32 bytes".to_owned());
             }
             x.hash(&mut material);
-            let Some(text) = &raw.x else {
-                return Err("`x` is missing".to_owned());
-            };
-            (
-                KeyFamily::Ed25519,
-                DecodingKey::from_ed_components(text).map_err(|e| e.to_string())?,
-            )
+            (KeyFamily::Ed25519, x)
         }
         ("oct", _) => return Err("symmetric keys are never used".to_owned()),
         (kty, crv) => {
@@ -251,13 +288,25 @@ fn parse_key(raw: RawKey) -> Result<Key, String> {
         return Err(format!("alg `{alg:?}` does not fit a {} key", raw.kty));
     }
     family_tag(family).hash(&mut material);
-    Ok(Key {
+    let key = Key {
         kid: raw.kid,
         family,
         alg,
-        decoding,
+        public,
+        parsed: Default::default(),
         fingerprint: material.finish(),
-    })
+    };
+    // Refuse a key aws-lc cannot use (an EC point off the curve, say) now, not per request.
+    let probe = match family {
+        KeyFamily::Rsa => Algorithm::RS256,
+        KeyFamily::P256 => Algorithm::ES256,
+        KeyFamily::P384 => Algorithm::ES384,
+        KeyFamily::Ed25519 => Algorithm::EdDSA,
+    };
+    if key.parsed(alg.unwrap_or(probe)).is_none() {
+        return Err("the key material is not a valid public key".to_owned());
+    }
+    Ok(key)
 }
 
 fn family_tag(family: KeyFamily) -> u8 {
@@ -266,5 +315,37 @@ fn family_tag(family: KeyFamily) -> u8 {
         KeyFamily::P256 => 2,
         KeyFamily::P384 => 3,
         KeyFamily::Ed25519 => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_keys_are_skipped_with_a_reason_and_good_ones_kept() {
+        let off_curve = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": "bad",
+            "x": URL_SAFE_NO_PAD.encode([1u8; 32]), "y": URL_SAFE_NO_PAD.encode([2u8; 32])});
+        let small_rsa = serde_json::json!({"kty": "RSA", "kid": "small",
+            "n": URL_SAFE_NO_PAD.encode([0xffu8; 128]), "e": "AQAB"});
+        let hmac = serde_json::json!({"kty": "oct", "k": "c2VjcmV0"});
+        let encryption = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "use": "enc",
+            "x": URL_SAFE_NO_PAD.encode([3u8; 32])});
+        let wrong_alg = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode([3u8; 32])});
+        let doc = serde_json::json!({"keys": [off_curve, small_rsa, hmac, encryption, wrong_alg]});
+        let err = KeySet::parse(doc.to_string().as_bytes())
+            .err()
+            .expect("no usable key");
+        let text = err.to_string();
+        for reason in [
+            "not a valid public key",
+            "2048",
+            "symmetric",
+            "`sig`",
+            "does not fit",
+        ] {
+            assert!(text.contains(reason), "{reason} missing from: {text}");
+        }
     }
 }

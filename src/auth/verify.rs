@@ -231,11 +231,9 @@ fn verify_signature(
     message: &str,
     signature: &str,
 ) -> Option<u64> {
+    let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
     keys.candidates(kid, alg)
-        .find(|key| {
-            jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key.decoding, alg)
-                .unwrap_or(false)
-        })
+        .find(|key| key.verify(alg, message.as_bytes(), &signature))
         .map(|key| key.fingerprint)
 }
 

@@ -373,54 +373,25 @@ routes:
         }
         c
     };
-    assert_eq!(
-        get(&gw, "/roles/1", &partner.token(&partner_claims(json!({}))))
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        get(
-            &gw,
-            "/roles/1",
-            &partner.token(&partner_claims(json!({"tenant": "evil"})))
-        )
-        .await
-        .status(),
-        403
-    );
-    assert_eq!(
-        get(
-            &gw,
-            "/roles/1",
-            &partner.token(&partner_claims(json!({"level": "3"})))
-        )
-        .await
-        .status(),
-        403
-    );
-    assert_eq!(
-        get(
-            &gw,
-            "/roles/1",
-            &partner.token(&partner_claims(json!({"groups": ["dev"]})))
-        )
-        .await
-        .status(),
-        403
-    );
-    assert_eq!(
-        get(
-            &gw,
-            "/roles/1",
-            &partner.token(&partner_claims(
-                json!({"realm_access": {"roles": ["user"]}})
-            ))
-        )
-        .await
-        .status(),
-        403
-    );
+    let cases = [
+        (json!({}), 200, "meets every rule"),
+        (json!({"tenant": "evil"}), 403, "wrong tenant"),
+        (json!({"level": "3"}), 403, "a string is not the integer 3"),
+        (json!({"groups": ["dev"]}), 403, "not in the ops group"),
+        (
+            json!({"realm_access": {"roles": ["user"]}}),
+            403,
+            "neither admin nor auditor",
+        ),
+    ];
+    for (extra, expected, what) in cases {
+        let token = partner.token(&partner_claims(extra));
+        assert_eq!(
+            get(&gw, "/roles/1", &token).await.status(),
+            expected,
+            "{what}"
+        );
+    }
     // A corp token is valid, but not from an issuer this route accepts.
     let corp_token = corp.token(&claims(json!({"scp": ["read", "write"], "tenant": "acme"})));
     assert_invalid_on(&gw, "/roles/1", &corp_token).await;

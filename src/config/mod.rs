@@ -142,6 +142,20 @@ pub enum PathMatch {
     Prefix(String),
 }
 
+impl PathMatch {
+    /// The matcher for an already normalised path: `/orders/` and `/orders` are the same
+    /// prefix.
+    pub fn new(normal: String, exact: bool) -> Self {
+        if exact {
+            PathMatch::Exact(normal)
+        } else if normal == "/" {
+            PathMatch::Prefix(normal)
+        } else {
+            PathMatch::Prefix(normal.trim_end_matches('/').to_owned())
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Auth {
     Anonymous,

@@ -604,13 +604,7 @@ fn route_match(
             ));
         }
     };
-    let path = if exact {
-        PathMatch::Exact(normal)
-    } else if normal == "/" {
-        PathMatch::Prefix(normal)
-    } else {
-        PathMatch::Prefix(normal.trim_end_matches('/').to_owned())
-    };
+    let path = PathMatch::new(normal, exact);
     let methods = match raw.methods {
         None => None,
         Some(list) if list.is_empty() => {

@@ -307,13 +307,7 @@ mod tests {
         )
             .prop_filter_map("normal paths only", |(p, exact, host, get_only)| {
                 let normal = path::normalise_path(&p).ok()?.into_owned();
-                let path = if exact {
-                    PathMatch::Exact(normal)
-                } else if normal == "/" {
-                    PathMatch::Prefix(normal)
-                } else {
-                    PathMatch::Prefix(normal.trim_end_matches('/').to_owned())
-                };
+                let path = PathMatch::new(normal, exact);
                 let methods = get_only.then(|| vec![Method::GET]);
                 Some(route(host, path, methods))
             })

@@ -167,23 +167,7 @@ impl Gateway {
         text.push_str(yaml);
         let config = tokengate::config::parse(Path::new("test.yaml"), &text)
             .unwrap_or_else(|e| panic!("test config refused: {e}\n{text}"));
-        let gateway = tokengate::Gateway::bind(config).await.unwrap();
-        let (addr, admin) = (gateway.local_addr(), gateway.admin_addr());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            gateway
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        Self {
-            addr,
-            admin,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self::run(tokengate::Gateway::bind(config).await.unwrap(), None)
     }
 
     /// Starts a gateway from a config file and reloads it when the file changes, as `serve`.
@@ -192,6 +176,11 @@ impl Gateway {
             tokengate::config::load(path).unwrap_or_else(|e| panic!("config refused: {e}"));
         let gateway = tokengate::Gateway::bind(config).await.unwrap();
         let reloader = tokengate::reload::spawn(gateway.state().clone(), path.to_owned());
+        Self::run(gateway, Some(reloader))
+    }
+
+    /// Runs a bound gateway until `begin_shutdown` (or drop), then stops `reloader` too.
+    fn run(gateway: tokengate::Gateway, reloader: Option<JoinHandle<()>>) -> Self {
         let (addr, admin) = (gateway.local_addr(), gateway.admin_addr());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -201,7 +190,9 @@ impl Gateway {
                 })
                 .await
                 .unwrap();
-            reloader.abort();
+            if let Some(reloader) = reloader {
+                reloader.abort();
+            }
         });
         Self {
             addr,

@@ -208,35 +208,12 @@ async fn serve_reads_tokengate_config_and_exits_cleanly_on_sigterm() {
             VALID.replace("http://127.0.0.1:9", &upstream.url())
         ),
     );
-    let mut child = Running(
-        tokengate()
-            .args(["--log-format", "json", "serve"])
-            .env("TOKENGATE_CONFIG", &config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = child.0.stderr.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let addr = loop {
-        let line = lines_rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the gateway logged its listening address");
-        let event: serde_json::Value = serde_json::from_str(&line).expect("logs are JSON lines");
-        if event["message"] == "gateway listening" {
-            break event["addr"].as_str().unwrap().to_owned();
-        }
-    };
+    let mut command = tokengate();
+    command
+        .args(["--log-format", "json", "serve"])
+        .env("TOKENGATE_CONFIG", &config);
+    let mut served = support::Served::spawn(command);
+    let (addr, lines_rx) = (served.addr, &served.lines);
     let response = client()
         .get(format!("http://{addr}/hello"))
         .send()
@@ -261,7 +238,7 @@ async fn serve_reads_tokengate_config_and_exits_cleanly_on_sigterm() {
             .is_some_and(|id| !id.is_empty())
     );
 
-    let pid = child.0.id().to_string();
+    let pid = served.child.id().to_string();
     // SIGHUP does not end the process.
     assert!(
         Command::new("kill")
@@ -272,7 +249,7 @@ async fn serve_reads_tokengate_config_and_exits_cleanly_on_sigterm() {
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
-        child.0.try_wait().unwrap().is_none(),
+        served.child.try_wait().unwrap().is_none(),
         "SIGHUP ended the gateway"
     );
     let response = client()
@@ -291,7 +268,7 @@ async fn serve_reads_tokengate_config_and_exits_cleanly_on_sigterm() {
     );
     let started = Instant::now();
     let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
+        if let Some(status) = served.child.try_wait().unwrap() {
             break status;
         }
         assert!(

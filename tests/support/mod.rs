@@ -350,19 +350,26 @@ pub struct Served {
 }
 
 impl Served {
-    /// Runs `tokengate serve` with JSON logs and `env`, and waits for its listening address.
+    /// Runs `tokengate serve --config CONFIG` with `env`, and waits for its address.
     pub fn start(config: &Path, env: &[(&str, &str)]) -> Self {
-        use std::io::BufRead;
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tokengate"));
         command
             .args(["--log-format", "json", "serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
+            .arg(config);
         for (k, v) in env {
             command.env(k, v);
         }
+        Self::spawn(command)
+    }
+
+    /// Runs `command` (a `tokengate --log-format json serve ...`) and waits for its listening
+    /// address; its log lines remain readable from `lines`.
+    pub fn spawn(mut command: std::process::Command) -> Self {
+        use std::io::BufRead;
+        command
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
         let mut child = command.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel::<String>();

@@ -1,5 +1,6 @@
-//! Listeners and connections: the accept loop, `max_connections`, per-connection header-read
-//! and idle timeouts, HTTP/1.1 and h2c (prior knowledge) on one port, graceful shutdown.
+//! Listeners and connections: the accept loop, `max_connections`, TLS handshakes (`tls`),
+//! per-connection header-read and idle timeouts, HTTP/1.1 and HTTP/2 on one port (h2c by
+//! prior knowledge, h2 by ALPN), graceful shutdown that drains requests and WebSockets.
 
 mod io;
 pub mod tls;

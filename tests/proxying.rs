@@ -129,24 +129,8 @@ async fn prefixes_match_whole_segments_and_misses_get_a_json_404() {
     let body: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
     assert_eq!(body["error"], "not_found");
     assert!(body["error_description"].is_string());
-    assert_eq!(
-        client()
-            .get(gw.url("/public"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        client()
-            .get(gw.url("/public/"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(gw.status("/public").await, 200);
+    assert_eq!(gw.status("/public/").await, 200);
     assert_eq!(upstream.seen().len(), 2);
 }
 

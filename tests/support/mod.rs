@@ -234,6 +234,11 @@ impl Gateway {
         self.task.take().expect("shutdown begins once")
     }
 
+    /// The status of a plain `GET` of `path`.
+    pub async fn status(&self, path: &str) -> reqwest::StatusCode {
+        client().get(self.url(path)).send().await.unwrap().status()
+    }
+
     /// The admin `/metrics` text.
     pub async fn metrics(&self) -> String {
         client()

@@ -26,6 +26,7 @@ use crate::auth::verify::Verified;
 use crate::auth::{self, Decision};
 use crate::config::Route;
 use crate::metrics::RouteMetrics;
+use crate::proxy;
 use crate::proxy::headers::{self, ClientSide, X_REQUEST_ID};
 use crate::proxy::upgrade::{self, Tunnels};
 use crate::reject::Rejection;
@@ -34,7 +35,7 @@ use crate::routing::{HostError, request_host};
 use crate::snapshot::{Snapshot, State};
 
 /// Bodies the gateway answers with: its own (rejections) or the upstream's, streamed.
-pub type ResponseBody = Either<Full<Bytes>, Incoming>;
+pub type ResponseBody = Either<Full<Bytes>, proxy::Body>;
 
 /// What a request knows about the connection it came on.
 #[derive(Debug, Clone)]
@@ -113,7 +114,7 @@ async fn route_and_forward(
     cx: &Context<'_>,
     request: Request<Incoming>,
     log: &mut AccessLog,
-) -> Result<Response<Incoming>, Rejection> {
+) -> Result<Response<proxy::Body>, Rejection> {
     let snapshot = cx.snapshot;
     let host = check_head(&request)?;
     let path = normalise_path(request.uri().path())
@@ -193,7 +194,7 @@ async fn forward(
     decision: &Decision,
     request: Request<Incoming>,
     path_and_query: PathAndQuery,
-) -> Result<Response<Incoming>, Rejection> {
+) -> Result<Response<proxy::Body>, Rejection> {
     let (snapshot, conn, request_id) = (cx.snapshot, cx.conn, cx.request_id);
     let server = &snapshot.config.server;
     let (mut parts, body) = request.into_parts();

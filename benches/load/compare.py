@@ -292,9 +292,9 @@ routes:
     return gateway, ready_ms
 
 
-def run_wrk(url, tokens, duration, connections):
+def run_wrk(url, tokens, duration, connections, offset=0):
     args = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
-            "-s", str(Path(__file__).with_name("rotate.lua")), url, "--", str(tokens or "")]
+            "-s", str(Path(__file__).with_name("rotate.lua")), url, "--", str(tokens or ""), str(offset)]
     out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 30).stdout
     for line in out.splitlines():
         if line.startswith("RESULT "):
@@ -325,7 +325,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--new-pool", type=int, default=200_000, help="tokens for the 'every token new' runs")
+    parser.add_argument("--new-pool", type=int, default=400_000,
+                        help="tokens for the 'every token new' runs, shared out among the rounds")
     parser.add_argument("--out", default=str(ROOT / "target/bench-load"))
     args = parser.parse_args()
 
@@ -364,10 +365,19 @@ def main():
         for round_no in range(1, args.rounds + 1):
             print(f"round {round_no}/{args.rounds}", flush=True)
             for name, url, tokens in targets:
-                result = run_wrk(url, tokens, args.duration, args.connections)
+                # "Every token new": each round starts at its own share of the pool, so no round
+                # reuses a token another round has already sent (and the gateway has cached).
+                new = name.endswith("N=new")
+                share = args.new_pool // args.rounds
+                offset = (round_no - 1) * share if new else 0
+                result = run_wrk(url, tokens, args.duration, args.connections, offset)
+                if new and result["requests"] > share:
+                    result["tokens_repeated"] = result["requests"] - share
                 results.setdefault(name, []).append(result)
                 flag = "" if result["non_2xx"] == 0 and result["socket_errors"] == 0 else \
                     f"  (non-2xx {result['non_2xx']}, socket errors {result['socket_errors']})"
+                if result.get("tokens_repeated"):
+                    flag += f"  ({result['tokens_repeated']} tokens repeated: raise --new-pool)"
                 print(f"  {name:32s} {result['rps']:10.0f} req/s  p99 {result['p99_us']:6d} us{flag}", flush=True)
         loaded_rss = rss_kib(gateway.pid)
     finally:

@@ -1,5 +1,6 @@
--- wrk script: each request carries the next token of a file, round robin; the summary line
--- at the end is JSON (requests/s, latency percentiles in microseconds, errors).
+-- wrk script: each request carries the next token of a file, round robin, starting at an
+-- offset (so that rounds of "every token new" do not reuse each other's tokens); the summary
+-- line at the end is JSON (requests/s, latency percentiles in microseconds, errors).
 local tokens = {}
 local index = 0
 
@@ -10,6 +11,7 @@ function init(args)
       if #line > 0 then tokens[#tokens + 1] = line end
     end
   end
+  index = tonumber(args[2] or "0") or 0
 end
 
 function request()

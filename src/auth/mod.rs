@@ -162,6 +162,14 @@ pub async fn authenticate(
         }
         None => {
             cache_hit(false);
+            // Only here: a cached token is a verified one, so it passed this already.
+            if !bearer::is_b64token(token) {
+                return refuse(
+                    Rejection::InvalidToken("the bearer token is malformed"),
+                    AuthResult::InvalidToken,
+                    None,
+                );
+            }
             match verify::verify(token, issuers, rules.issuers.as_deref(), now).await {
                 Ok(v) => {
                     let v = Arc::new(v);

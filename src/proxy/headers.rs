@@ -18,16 +18,14 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Hop-by-hop headers, always removed in both directions.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// Hop-by-hop headers, always removed in both directions, and any `Proxy-*` header.
+/// A `match`, not a list search: it runs for every header of every request and response.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+    ) || name.starts_with("proxy-")
+}
 
 /// Removes hop-by-hop headers, the headers `Connection` lists, and any `Proxy-*` header.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -97,14 +95,19 @@ fn remove_where(headers: &mut HeaderMap, extra: impl Fn(&str) -> bool) {
     for value in headers.get_all(CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
         for token in value.split(',') {
-            if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
+            let token = token.trim();
+            // The usual tokens name nothing to remove beyond the hop-by-hop headers.
+            if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
                 doomed.push(name);
             }
         }
     }
     for name in headers.keys() {
         let s = name.as_str();
-        if HOP_BY_HOP.contains(&s) || s.starts_with("proxy-") || extra(s) {
+        if is_hop_by_hop(s) || extra(s) {
             doomed.push(name.clone());
         }
     }

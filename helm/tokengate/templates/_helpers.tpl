@@ -63,11 +63,11 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{- end }}
 
 {{/*
-The config file: .Values.config plus the keys the chart owns (listen addresses, TLS files).
+The config file: .Values.config (or exampleConfig while config is empty) plus the keys the chart owns (listen addresses, TLS files).
 The files sit beside it in one projected volume, so relative paths stay valid.
 */}}
 {{- define "tokengate.config" -}}
-{{- $config := deepCopy (.Values.config | default dict) }}
+{{- $config := deepCopy (.Values.config | default .Values.exampleConfig | default dict) }}
 {{- $server := get $config "server" | default dict }}
 {{- if hasKey $server "listen" }}
 {{- fail "config.server.listen is set by the chart from ports.http; remove it from config" }}
@@ -93,7 +93,7 @@ server.max_connections, server.max_header_bytes): its hash goes into the pod tem
 change of one of these, and only these, rolls the pods. Everything else reloads in place.
 */}}
 {{- define "tokengate.restartChecksum" -}}
-{{- $server := get (.Values.config | default dict) "server" | default dict }}
+{{- $server := get (.Values.config | default .Values.exampleConfig | default dict) "server" | default dict }}
 {{- $startOnly := dict "listen" .Values.ports.http "admin" .Values.ports.admin "tls" .Values.tls.enabled "max_connections" (get $server "max_connections") "max_header_bytes" (get $server "max_header_bytes") }}
 {{- toJson $startOnly | sha256sum }}
 {{- end }}

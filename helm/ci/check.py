@@ -96,15 +96,20 @@ def tls_pair(workdir: Path) -> tuple[str, str]:
     return crt.read_text(), key.read_text()
 
 
-def cases(workdir: Path) -> list[tuple[str, dict | None]]:
-    """(name, values): the defaults, each example, and the TLS example with an inline pair."""
-    out: list[tuple[str, dict | None]] = [("default values", None)]
+def cases(workdir: Path) -> list[tuple[str, Path, dict | None, str | None]]:
+    """(name, chart, values, sidecar application container): the defaults, each example, the
+    TLS example with an inline pair, and an application chart that embeds tokengate."""
+    out: list[tuple[str, Path, dict | None, str | None]] = [("default values", CHART, None, None)]
     for path in sorted((CHART / "examples").glob("*.yaml")):
-        out.append((f"examples/{path.name}", yaml.safe_load(path.read_text())))
+        values = yaml.safe_load(path.read_text())
+        app = values["app"]["name"] if values.get("mode") == "sidecar" else None
+        out.append((f"examples/{path.name}", CHART, values, app))
     crt, key = tls_pair(workdir)
     inline = yaml.safe_load((CHART / "examples" / "tls.yaml").read_text())
     inline["tls"] = {"enabled": True, "secretName": "", "cert": crt, "key": key}
-    out.append(("examples/tls.yaml with the pair inline (chart-made Secret)", inline))
+    out.append(("examples/tls.yaml with the pair inline (chart-made Secret)", CHART, inline, None))
+    out.append(("helm/ci/embedding-chart: an application chart adding tokengate (mode embedded)",
+                HERE / "embedding-chart", None, "orders"))
     return out
 
 
@@ -185,13 +190,17 @@ def find(docs: list[dict], kind: str, name: str | None = None) -> list[dict]:
     return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
 
 
-def check_config(docs: list[dict], external: dict, tokengate: Path, workdir: Path) -> None:
-    """Lays the pod's projected volume out in a directory and runs `tokengate check` on it."""
+def config_volume(docs: list[dict]) -> dict:
     deployment = find(docs, "Deployment")[0]
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    return volumes["tokengate-config"]
+
+
+def check_config(docs: list[dict], external: dict, tokengate: Path, workdir: Path) -> None:
+    """Lays the pod's projected volume out in a directory and runs `tokengate check` on it."""
     root = Path(tempfile.mkdtemp(prefix="etc-tokengate-", dir=workdir))
     rendered = {(d["kind"], d["metadata"]["name"]): object_data(d) for d in docs if d["kind"] in ("ConfigMap", "Secret")}
-    for source in volumes["tokengate-config"]["projected"]["sources"]:
+    for source in config_volume(docs)["projected"]["sources"]:
         (kind, ref), = ((k, v) for k, v in source.items())
         kind = {"configMap": "ConfigMap", "secret": "Secret"}[kind]
         data = rendered.get((kind, ref["name"]))
@@ -222,9 +231,8 @@ def check_config(docs: list[dict], external: dict, tokengate: Path, workdir: Pat
         fail(f"tokengate check on the rendered config: {run.stderr.strip()}")
 
 
-def check_pod(docs: list[dict], values: dict) -> None:
-    """What the issue asks of the pods, beyond schema validity."""
-    merged = values
+def check_pod(docs: list[dict], app_name: str | None) -> None:
+    """What the pods must be, beyond schema validity."""
     deployment = find(docs, "Deployment")[0]
     pod = deployment["spec"]["template"]
     containers = {c["name"]: c for c in pod["spec"]["containers"]}
@@ -238,7 +246,8 @@ def check_pod(docs: list[dict], values: dict) -> None:
     probes = (gateway["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
               and gateway["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"})
     (ok if probes else fail)("liveness /healthz and readiness /readyz on the admin port")
-    config = yaml.safe_load(find(docs, "ConfigMap", deployment["metadata"]["name"])[0]["data"]["tokengate.yaml"])
+    config_map = config_volume(docs)["projected"]["sources"][0]["configMap"]["name"]
+    config = yaml.safe_load(find(docs, "ConfigMap", config_map)[0]["data"]["tokengate.yaml"])
     listens = (config["server"]["listen"] == f"0.0.0.0:{ports['http']}"
                and config["admin"]["listen"] == f"0.0.0.0:{ports['admin']}")
     (ok if listens else fail)(f"config listens where the container ports are ({config['server']['listen']}, admin {config['admin']['listen']})")
@@ -248,8 +257,8 @@ def check_pod(docs: list[dict], values: dict) -> None:
     services = [s for s in find(docs, "Service") if not s["metadata"]["name"].endswith("-metrics")]
     targets = {p["targetPort"] for s in services for p in s["spec"]["ports"]}
     (ok if targets == {"http"} else fail)(f"the Service reaches tokengate's port only (targetPorts {sorted(targets)})")
-    if merged.get("mode") == "sidecar":
-        app = containers.get(merged["app"]["name"])
+    if app_name:
+        app = containers.get(app_name)
         alone = app is not None and not app.get("ports") and len(containers) == 2
         (ok if alone else fail)("sidecar: the application container sits beside tokengate and declares no port")
         upstream_loopback = all(e.startswith(("http://127.0.0.1:", "http://localhost:"))
@@ -263,7 +272,7 @@ def check_render_failures(chart: helm.Chart) -> None:
         ({"config": {"server": {"listen": "0.0.0.0:1"}}}, "ports.http"),
         ({"config": {"admin": {"listen": "0.0.0.0:1"}}}, "ports.admin"),
         ({"mode": "sidecar"}, "app.image"),
-        ({"mode": "gateway"}, "neither ingress nor sidecar"),
+        ({"mode": "gateway"}, "none of ingress, sidecar and embedded"),
         ({"tls": {"enabled": True}}, "tls.secretName"),
         ({"files": {"a.txt": {"content": "x", "configMap": {"name": "n", "key": "k"}}}}, "exactly one"),
         ({"files": {"../a": {"content": "x"}}}, "one path segment"),
@@ -299,10 +308,10 @@ def check_chart(tokengate: Path, workdir: Path) -> None:
     crds = crd_schemas()
     external = external_objects(workdir)
     skipped: dict[str, str] = {}
-    with helm.Chart.load(CHART) as chart:
-        for name, values in cases(workdir):
-            print(f"\n-- {name}")
-            report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSIONS[0]}")
+    for name, path, values, app in cases(workdir):
+        print(f"\n-- {name}")
+        with helm.Chart.load(path) as chart:
+            report = helm.lint(path, values, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSIONS[0]}")
             problems = [m for m in report["messages"] if m["severity"] >= 2] + [{"error": e} for e in report["errors"]]
             infos = [m["error"] for m in report["messages"] if m["severity"] < 2]
             (ok if not problems else fail)(f"helm lint --strict: {problems or 'no warnings or errors'}" + (f" (info: {'; '.join(infos)})" if infos else ""))
@@ -316,8 +325,9 @@ def check_chart(tokengate: Path, workdir: Path) -> None:
             validate_manifests(docs, crds, skipped)
             for rule in find(docs, "PrometheusRule"):
                 check_prometheus_rule(rule, workdir)
-            check_pod(docs, chart.merge_values(values))
+            check_pod(docs, app)
             check_config(docs, external, tokengate, workdir)
+    with helm.Chart.load(CHART) as chart:
         print("\n-- values the chart refuses")
         check_render_failures(chart)
         print("\n-- what rolls the pods")

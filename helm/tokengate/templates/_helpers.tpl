@@ -98,6 +98,19 @@ change of one of these, and only these, rolls the pods. Everything else reloads 
 {{- toJson $startOnly | sha256sum }}
 {{- end }}
 
+{{/*
+Pod annotations: the start-only checksum, and Prometheus scrape annotations unless a
+ServiceMonitor scrapes the pods (never in mode embedded, where the Service is not ours).
+*/}}
+{{- define "tokengate.podAnnotations" -}}
+checksum/start-only-settings: {{ include "tokengate.restartChecksum" . }}
+{{- if or (eq .Values.mode "embedded") (not .Values.metrics.serviceMonitor.enabled) }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.ports.admin | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end }}
+
 {{/* Checks `files`; renders nothing. */}}
 {{- define "tokengate.checkFiles" -}}
 {{- range $name, $file := .Values.files }}

@@ -25,15 +25,21 @@ as_root() {
 missing=()
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}"
     as_root apt-get update -q </dev/null
     as_root apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
 fi
 
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
+if [ ! -x "$venv/bin/pip" ]; then
+    rm -rf "$venv"
+    # Debian's python3 makes virtualenvs only with python3-venv installed.
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+        rm -rf "$venv"
+        as_root apt-get update -q </dev/null
+        as_root apt-get install -y -q --no-install-recommends python3-venv </dev/null
+        python3 -m venv "$venv"
+    fi
 fi
 "$venv/bin/pip" install -q -r helm/ci/requirements.txt </dev/null
 

@@ -2,7 +2,12 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use support::{Gateway, Upstream, client, raw_request};
 
@@ -452,6 +457,104 @@ async fn resource_metadata_is_advertised_in_401_challenges() {
         missing.headers()["www-authenticate"],
         "Bearer realm=\"tokengate\", resource_metadata=\"https://api.example.com/.well-known/oauth-protected-resource\""
     );
+}
+
+/// A raw HTTP/1.1 upstream that answers each request and then closes the connection without
+/// saying so (no `Connection: close`), as an upstream's idle keep-alive timeout does.
+async fn closing_upstream() -> (
+    std::net::SocketAddr,
+    Arc<AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                // Dropped here: closed with no warning.
+            });
+        }
+    });
+    (addr, connections, task)
+}
+
+#[tokio::test]
+async fn an_upstream_closing_kept_connections_costs_no_request() {
+    let (addr, connections, task) = closing_upstream().await;
+    let gw = Gateway::start(&config(&format!("http://{addr}"), "", PUBLIC_AND_PROTECTED)).await;
+    let client = client();
+    for i in 0..20 {
+        let response = client
+            .get(gw.url(&format!("/public/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "request {i}");
+        assert_eq!(response.text().await.unwrap(), "ok");
+        // Give the close time to arrive before the next request, as between real requests.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        20,
+        "one connection per request"
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_connection_is_reused_only_after_its_streamed_body_ended() {
+    // Each response is streamed in three chunks with pauses between them.
+    let upstream = Upstream::start(|_request, _addr| async move {
+        let (tx, body) = support::channel_body();
+        tokio::spawn(async move {
+            for chunk in ["one ", "two ", "three"] {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                if tx.send(bytes::Bytes::from(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        http::Response::new(http_body_util::BodyExt::boxed(body))
+    })
+    .await;
+    let gw = Gateway::start(&config(&upstream.url(), "", PUBLIC_AND_PROTECTED)).await;
+    for i in 0..5 {
+        let response = client()
+            .get(gw.url(&format!("/public/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.text().await.unwrap(), "one two three");
+    }
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "one connection, reused after each body"
+    );
+
+    // A client that leaves mid-body: that connection cannot be reused (the rest of its
+    // response is still on the wire), and the next request gets a good answer on a new one.
+    let mut response = client().get(gw.url("/public/left")).send().await.unwrap();
+    assert_eq!(response.chunk().await.unwrap().unwrap(), "one ");
+    drop(response);
+    let response = client().get(gw.url("/public/after")).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "one two three");
+    assert_eq!(upstream.connections(), 2);
 }
 
 #[tokio::test]

@@ -163,6 +163,51 @@ async fn a_configmap_style_rename_is_noticed() {
     .await;
 }
 
+/// Publishes `content` as `lists/revoked.txt` the way the kubelet updates a ConfigMap volume:
+/// a new timestamped directory, a `..data` symlink swapped to it, the old directory deleted.
+/// `lists` is a symlink through `..data`, so the watched directory itself is replaced.
+#[cfg(unix)]
+fn publish_configmap(volume: &std::path::Path, version: u32, content: &str) {
+    use std::os::unix::fs::symlink;
+    let fresh = volume.join(format!("..v{version}"));
+    std::fs::create_dir_all(fresh.join("lists")).unwrap();
+    std::fs::write(fresh.join("lists/revoked.txt"), content).unwrap();
+    let staged = volume.join("..data_tmp");
+    symlink(format!("..v{version}"), &staged).unwrap();
+    std::fs::rename(&staged, volume.join("..data")).unwrap();
+    if version == 1 {
+        symlink("..data/lists", volume.join("lists")).unwrap();
+    } else {
+        std::fs::remove_dir_all(volume.join(format!("..v{}", version - 1))).unwrap();
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_file_in_a_configmap_subdirectory_is_followed_through_every_update() {
+    let volume = tempfile::tempdir().unwrap();
+    publish_configmap(volume.path(), 1, "");
+    let path = volume.path().join("lists/revoked.txt");
+    let s = setup(&format!("  sources:\n    - file: \"{}\"\n", path.display())).await;
+    let victims: Vec<String> = (2..=4)
+        .map(|n| token(&s.key, &format!("cm-victim-{n}"), "u"))
+        .collect();
+    for victim in &victims {
+        assert_eq!(status_with(&s.gw, victim).await, 200);
+    }
+    // Each update revokes one more token; each must be seen long before the 30 s poll.
+    for (n, victim) in (2..=4).zip(&victims) {
+        let list: String = (2..=n).map(|k| format!("jti:cm-victim-{k}\n")).collect();
+        publish_configmap(volume.path(), n, &list);
+        eventually(
+            &format!("update {n} to be read"),
+            Duration::from_secs(5),
+            async || status_with(&s.gw, victim).await == 401,
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn subjects_are_revoked_through_a_url_source_while_others_pass() {
     let list = Arc::new(std::sync::Mutex::new(String::from("# empty\n")));

@@ -1,5 +1,9 @@
 //! Watching one file for changes: notify on its directory (a Kubernetes ConfigMap update
 //! swaps a `..data` symlink rather than writing the file), debounced, with a polling fallback.
+//!
+//! The directory is watched afresh after every wake-up: when the file sits in a
+//! subdirectory of a ConfigMap volume (`tls/tls.crt`), that directory resolves through
+//! `..data` to one the update deletes, and a watch on it would go quiet for good.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,18 +15,20 @@ use tokio::sync::mpsc;
 pub struct FileWatch {
     pub path: PathBuf,
     events: mpsc::Receiver<()>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    sender: mpsc::Sender<()>,
+    watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl FileWatch {
     /// Starts watching `path`'s directory now (so no change after this call is missed).
     /// Without a watcher (an unsupported filesystem), only polling remains.
     pub fn new(path: &Path) -> Self {
-        let (tx, events) = mpsc::channel(16);
+        let (sender, events) = mpsc::channel(16);
         Self {
             path: path.to_owned(),
             events,
-            _watcher: watch_directory(path, tx),
+            watcher: watch_directory(path, sender.clone()),
+            sender,
         }
     }
 
@@ -36,6 +42,9 @@ impl FileWatch {
             }
             () = tokio::time::sleep(poll) => {}
         }
+        // Before the caller reads the file, so no change after the read is missed.
+        self.watcher = None;
+        self.watcher = watch_directory(&self.path, self.sender.clone());
     }
 }
 

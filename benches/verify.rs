@@ -69,6 +69,29 @@ fn verification(c: &mut Criterion) {
     }
     cold.finish();
 
+    // The floor under `verify/cold`: the signature check alone (aws-lc, key parsed once), on
+    // the same tokens. The difference is what the rest of the verify path costs.
+    let key_set = tokengate::auth::keys::KeySet::parse(jwks.to_string().as_bytes()).unwrap();
+    let mut floor = c.benchmark_group("verify/signature_only");
+    for key in &keys {
+        let token = key.token(&token_claims);
+        let (message, signature) = token.rsplit_once('.').unwrap();
+        let signature =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
+                .unwrap();
+        let verifier = key_set.candidates(Some(&key.kid), key.alg).next().unwrap();
+        floor.bench_function(key.alg_name, |b| {
+            b.iter(|| {
+                assert!(verifier.verify(
+                    key.alg,
+                    black_box(message.as_bytes()),
+                    black_box(&signature)
+                ))
+            })
+        });
+    }
+    floor.finish();
+
     let cache = TokenCache::new();
     let token = keys[0].token(&token_claims);
     let mut headers = HeaderMap::new();

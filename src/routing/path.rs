@@ -233,5 +233,31 @@ mod tests {
                 prop_assert!(!once.split('/').any(|s| s == "." || s == ".."));
             }
         }
+
+        /// Over hostile pieces (encoded separators, backslashes, NUL, `;` parameters, every
+        /// spelling of a dot): whatever is accepted is canonical and can be read in no
+        /// other way upstream.
+        #[test]
+        fn accepted_paths_hold_nothing_an_upstream_could_read_differently(
+            pieces in prop::collection::vec(prop::sample::select(vec![
+                "/", "//", ".", "..", "%2e", "%2E", "%2e%2E", ".%2e", "%2f", "%2F", "%5c", "%5C",
+                "%00", "\\", ";", "..;", "%3B", "%25", "%41", "%7e", "%20", "a", "b", "~", "%",
+                "%g1", "%4",
+            ]), 0..12)
+        ) {
+            let raw = format!("/{}", pieces.concat());
+            if let Ok(once) = norm(&raw) {
+                prop_assert!(once.starts_with('/'));
+                prop_assert_eq!(norm(&once), Ok(once.clone()), "idempotent");
+                let upper = once.to_ascii_uppercase();
+                for banned in ["%2F", "%5C", "%00", "%2E", "%41", "%7E", "\\", "//"] {
+                    prop_assert!(!upper.contains(banned), "{} kept {} from {}", once, banned, raw);
+                }
+                prop_assert!(
+                    !once.split('/').any(|s| s == "." || s == ".." || s.starts_with("..;")),
+                    "{} kept a dot-segment from {}", once, raw
+                );
+            }
+        }
     }
 }

@@ -65,6 +65,9 @@ pub enum ForwardError {
     Timeout,
     Protocol,
     BodyTooLarge,
+    /// The client's own request body broke off or was malformed (a bad chunk size): the
+    /// client's fault, not the upstream's, so neither 502 nor an upstream error.
+    ClientBody,
 }
 
 impl ForwardError {
@@ -73,6 +76,7 @@ impl ForwardError {
             ForwardError::Connect | ForwardError::Protocol => Rejection::BadGateway,
             ForwardError::Timeout => Rejection::GatewayTimeout,
             ForwardError::BodyTooLarge => Rejection::PayloadTooLarge,
+            ForwardError::ClientBody => Rejection::BadRequest("the request body could not be read"),
         }
     }
 }
@@ -173,7 +177,7 @@ impl UpstreamPool {
                     ForwardError::Connect => metrics.connect_errors.inc(),
                     ForwardError::Timeout => metrics.timeouts.inc(),
                     ForwardError::Protocol => metrics.protocol_errors.inc(),
-                    ForwardError::BodyTooLarge => {}
+                    ForwardError::BodyTooLarge | ForwardError::ClientBody => {}
                 }
                 Err(kind)
             }
@@ -263,6 +267,16 @@ fn classify(error: &hyper_util::client::legacy::Error) -> ForwardError {
     while let Some(e) = source {
         if e.is::<LengthLimitError>() {
             return ForwardError::BodyTooLarge;
+        }
+        // hyper's "error from user's Body stream" caused by an error of the client's
+        // `Incoming` body, the only body this client sends.
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>()
+            && hyper.is_user()
+            && hyper
+                .source()
+                .is_some_and(|cause| cause.is::<hyper::Error>())
+        {
+            return ForwardError::ClientBody;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut

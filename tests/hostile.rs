@@ -279,10 +279,8 @@ async fn bad_chunk_sizes_break_the_connection_and_smuggle_nothing() {
 async fn well_framed_pipelined_requests_both_reach_the_upstream() {
     let upstream = Upstream::echo().await;
     let gw = Gateway::start(&config(&upstream, "")).await;
-    let bytes = format!(
-        "POST /first HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
-         GET /smuggled HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
-    );
+    let bytes = "POST /first HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+         GET /smuggled HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
     let answer = exchange(gw.addr, bytes.as_bytes(), Duration::from_secs(5)).await;
     assert_eq!(answer.responses(), 2, "{}", answer.text);
     let seen: Vec<String> = upstream

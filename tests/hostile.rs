@@ -411,3 +411,49 @@ async fn oversized_tokens_are_refused_before_verification() {
         "no key fetch for an oversized token"
     );
 }
+
+/// Slow-loris against the connection cap: silent connections fill `max_connections`, new
+/// ones are refused at once, and header_read_timeout frees the slots for real clients.
+#[tokio::test]
+async fn silent_connections_that_fill_max_connections_are_cleared_by_header_read_timeout() {
+    let upstream = Upstream::echo().await;
+    let server = "  max_connections: 4\n  header_read_timeout: 500ms\n";
+    let gw = Gateway::start(&config(&upstream, server)).await;
+    let mut loris = Vec::new();
+    for _ in 0..4 {
+        let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        loris.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let request = b"GET /real HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let refused = exchange(gw.addr, request, Duration::from_secs(2)).await;
+    assert!(
+        refused.closed && refused.text.is_empty(),
+        "a connection beyond the cap was served: {}",
+        refused.text
+    );
+    // Once the silent ones are cut off, a real client gets in.
+    let started = Instant::now();
+    loop {
+        let answer = exchange(gw.addr, request, Duration::from_secs(2)).await;
+        if answer.status() == Some(200) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the cap stayed full: {}",
+            answer.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for mut conn in loris {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(1), conn.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "a silent connection was still open"
+        );
+    }
+    assert_eq!(upstream.seen().len(), 1);
+}

@@ -457,3 +457,45 @@ async fn silent_connections_that_fill_max_connections_are_cleared_by_header_read
     }
     assert_eq!(upstream.seen().len(), 1);
 }
+
+/// A client that hangs up mid-body ends its own request; it is not an upstream failure.
+#[tokio::test]
+async fn a_client_hanging_up_mid_body_is_not_counted_against_the_upstream() {
+    let upstream = Upstream::echo().await;
+    let gw = Gateway::start(&config(&upstream, "")).await;
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly ten.")
+        .await
+        .unwrap();
+    support::eventually(
+        "the upload reached the upstream",
+        Duration::from_secs(5),
+        async || !upstream.seen().is_empty(),
+    )
+    .await;
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = gw.metrics().await;
+    let count = |kind: &str| {
+        support::metric_value(
+            &metrics,
+            "tokengate_upstream_errors_total",
+            &[("upstream", "app"), ("kind", kind)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(
+        count("protocol") + count("timeout") + count("connect"),
+        0.0,
+        "{metrics}"
+    );
+    assert!(
+        support::metric_value(
+            &metrics,
+            "tokengate_requests_total",
+            &[("route", "all"), ("status", "400")]
+        )
+        .is_some_and(|n| n == 1.0),
+        "{metrics}"
+    );
+}

@@ -499,3 +499,60 @@ async fn a_client_hanging_up_mid_body_is_not_counted_against_the_upstream() {
         "{metrics}"
     );
 }
+
+/// A request refused before its body was read (here: no route, so 404) leaves its body on
+/// the connection. Those bytes are the body, whatever they look like: they must be drained
+/// or the connection closed, never read as the next request. With `Expect: 100-continue`
+/// the client may send them late, after the refusal.
+#[tokio::test]
+async fn the_unread_body_of_a_refused_request_is_never_read_as_a_request() {
+    let upstream = Upstream::echo().await;
+    let yaml = format!(
+        "upstreams:\n  app:\n    endpoints: [\"{}\"]\n\
+         routes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: app\n    auth: none\n",
+        upstream.url()
+    );
+    let gw = Gateway::start(&yaml).await;
+    let hidden = "GET /api/smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    for expect in ["", "Expect: 100-continue\r\n"] {
+        let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+        let head = format!(
+            "POST /elsewhere HTTP/1.1\r\nHost: a\r\n{expect}Content-Length: {}\r\n\r\n",
+            hidden.len()
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        if !expect.is_empty() {
+            // The refusal comes before any body is sent.
+            let mut buf = [0u8; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(3), conn.read(&mut buf))
+                .await
+                .expect("an answer without waiting for the body")
+                .unwrap();
+            let text = String::from_utf8_lossy(&buf[..n]);
+            assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+        }
+        let _ = conn.write_all(hidden.as_bytes()).await;
+        let _ = conn
+            .write_all(b"GET /api/after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), conn.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            expect.is_empty() == text.starts_with("HTTP/1.1 404"),
+            "{expect:?}: {text}"
+        );
+    }
+    let seen: Vec<String> = upstream
+        .seen()
+        .into_iter()
+        .map(|s| s.path_and_query)
+        .collect();
+    assert!(
+        !seen.iter().any(|p| p == "/api/smuggled"),
+        "a body was read as a request: {seen:?}"
+    );
+    // Without Expect the body is drained and the next request served; with it, no body was
+    // ever asked for, so the connection is closed instead.
+    assert_eq!(seen, ["/api/after"]);
+}

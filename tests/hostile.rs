@@ -556,3 +556,19 @@ async fn the_unread_body_of_a_refused_request_is_never_read_as_a_request() {
     // ever asked for, so the connection is closed instead.
     assert_eq!(seen, ["/api/after"]);
 }
+
+/// Request targets that are not a path (CONNECT's authority-form, OPTIONS' asterisk) cannot
+/// be routed: a tunnel or a server-wide request is never opened through the gateway.
+#[tokio::test]
+async fn connect_and_asterisk_targets_are_refused() {
+    let upstream = Upstream::echo().await;
+    let gw = Gateway::start(&config(&upstream, "")).await;
+    for request in [
+        "CONNECT api.example:443 HTTP/1.1\r\nHost: api.example:443\r\nConnection: close\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    ] {
+        let answer = exchange(gw.addr, request.as_bytes(), Duration::from_secs(3)).await;
+        assert_eq!(answer.status(), Some(400), "{request:?}: {}", answer.text);
+    }
+    assert!(upstream.seen().is_empty());
+}

@@ -572,3 +572,32 @@ async fn connect_and_asterisk_targets_are_refused() {
     }
     assert!(upstream.seen().is_empty());
 }
+
+/// Over HTTP/2 (h2c by prior knowledge) the same head limit holds: an oversized header list
+/// gets 431 for that stream alone, and the connection goes on serving.
+#[tokio::test]
+async fn http2_header_lists_over_the_limit_get_431_and_the_connection_lives_on() {
+    let upstream = Upstream::echo().await;
+    let gw = Gateway::start(&config(&upstream, "  max_header_bytes: 16384\n")).await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let big = h2
+        .get(gw.url("/big"))
+        .header("x-big", "b".repeat(20_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.version(), http::Version::HTTP_2);
+    assert_eq!(big.status(), 431);
+    let small = h2.get(gw.url("/small")).send().await.unwrap();
+    assert_eq!(small.status(), 200);
+    let seen: Vec<String> = upstream
+        .seen()
+        .into_iter()
+        .map(|s| s.path_and_query)
+        .collect();
+    assert_eq!(seen, ["/small"]);
+}

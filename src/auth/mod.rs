@@ -7,7 +7,8 @@
 
 pub mod bearer;
 pub mod cache;
-mod json;
+#[doc(hidden)]
+pub mod json;
 pub mod jwks;
 pub mod keys;
 pub mod rules;

@@ -175,6 +175,67 @@ mod tests {
         assert!(!ok("missing", ClaimValue::Bool(true)));
     }
 
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn scope_set() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec(
+            prop::sample::select(vec!["a", "b", "c", "d", "e"]).prop_map(str::to_owned),
+            0..5,
+        )
+    }
+
+    proptest! {
+        /// Scopes against a model in sets: all of `all_of` held, and one of `any_of` when
+        /// it is not empty; a refusal names exactly the missing `all_of` scopes, in order,
+        /// or, when none is missing, all of `any_of`.
+        #[test]
+        fn scope_rules_agree_with_a_set_model(
+            held in scope_set(),
+            all_of in scope_set(),
+            any_of in scope_set(),
+        ) {
+            let t = token(serde_json::json!({}), &held.iter().map(String::as_str).collect::<Vec<_>>());
+            let r = AuthRules { all_of: all_of.clone(), any_of: any_of.clone(), ..AuthRules::default() };
+            let held: BTreeSet<&String> = held.iter().collect();
+            let missing: Vec<&str> = all_of.iter().filter(|s| !held.contains(s)).map(String::as_str).collect();
+            let any_ok = any_of.is_empty() || any_of.iter().any(|s| held.contains(s));
+            match check(&r, &t) {
+                Ok(()) => prop_assert!(missing.is_empty() && any_ok),
+                Err(unmet) if !missing.is_empty() => prop_assert_eq!(unmet.scope, missing.join(" ")),
+                Err(unmet) => {
+                    prop_assert!(!any_ok);
+                    prop_assert_eq!(unmet.scope, any_of.join(" "));
+                }
+            }
+        }
+
+        /// Claim rules: a string claim matches when equal, an array claim when it holds the
+        /// value; a claim of another type, or absent, never matches.
+        #[test]
+        fn claim_rules_agree_with_equality_or_membership(
+            value in prop::sample::select(vec!["x", "y", "z"]),
+            wanted in prop::sample::select(vec!["x", "y"]),
+            as_array in prop::collection::vec(prop::sample::select(vec!["x", "y", "z"]), 0..3),
+            shape in 0u8..4,
+        ) {
+            let claim = match shape {
+                0 => serde_json::json!(value),
+                1 => serde_json::json!(as_array),
+                2 => serde_json::json!({"nested": value}),
+                _ => serde_json::json!(null),
+            };
+            let expected = match shape {
+                0 => value == wanted,
+                1 => as_array.contains(&wanted),
+                _ => false,
+            };
+            let t = token(serde_json::json!({"c": claim}), &[]);
+            let r = rules(&[], &[], &[("c", ClaimValue::String(wanted.to_owned()))]);
+            prop_assert_eq!(check(&r, &t).is_ok(), expected);
+        }
+    }
+
     #[test]
     fn header_text_joins_arrays_and_serialises_objects() {
         assert_eq!(header_text(&serde_json::json!("u1")), "u1");

@@ -59,23 +59,12 @@ pub async fn verify(
     allowed: Option<&[usize]>,
     now: SystemTime,
 ) -> Result<Verified, (Failure, Option<usize>)> {
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err((Failure::Invalid("the token is too large"), None));
-    }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err((Failure::Invalid("the token is not a signed JWT"), None));
-    };
-    if signature_b64.is_empty() {
-        return Err((Failure::Invalid("the token is not signed"), None));
-    }
-    let header = decode_object(header_b64)
-        .ok_or((Failure::Invalid("the token header is malformed"), None))?;
-    let header = Header::from_json(&header).map_err(|why| (Failure::Invalid(why), None))?;
-    let claims = decode_object(payload_b64)
-        .ok_or((Failure::Invalid("the token claims are malformed"), None))?;
+    let Decoded {
+        header,
+        claims,
+        message,
+        signature_b64,
+    } = decode(token).map_err(|why| (Failure::Invalid(why), None))?;
 
     let Some(Value::String(iss)) = claims.get("iss") else {
         return Err((Failure::Invalid("the token has no issuer"), None));
@@ -111,7 +100,6 @@ pub async fn verify(
         };
     }
 
-    let message = &token[..header_b64.len() + 1 + payload_b64.len()];
     let fingerprint = verify_signature(
         &keys,
         header.kid.as_deref(),
@@ -174,6 +162,48 @@ pub async fn verify(
         expires,
         key_fingerprint: fingerprint,
     })
+}
+
+/// A compact JWS split and decoded; nothing about it is trusted yet.
+struct Decoded<'a> {
+    header: Header,
+    claims: Map<String, Value>,
+    /// `header.payload`, the bytes the signature covers.
+    message: &'a str,
+    signature_b64: &'a str,
+}
+
+/// Splits and decodes `token` (size, three parts, base64url, strict JSON, header fields):
+/// everything done before any key is involved.
+fn decode(token: &str) -> Result<Decoded<'_>, &'static str> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err("the token is too large");
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("the token is not a signed JWT");
+    };
+    if signature_b64.is_empty() {
+        return Err("the token is not signed");
+    }
+    let header = decode_object(header_b64).ok_or("the token header is malformed")?;
+    let header = Header::from_json(&header)?;
+    let claims = decode_object(payload_b64).ok_or("the token claims are malformed")?;
+    Ok(Decoded {
+        header,
+        claims,
+        message: &token[..header_b64.len() + 1 + payload_b64.len()],
+        signature_b64,
+    })
+}
+
+/// The decoding `verify` does before any key is involved, for the fuzz targets: the claims,
+/// or why the token was refused.
+#[doc(hidden)]
+pub fn decode_unverified(token: &str) -> Result<Map<String, Value>, &'static str> {
+    decode(token).map(|decoded| decoded.claims)
 }
 
 /// The JOSE header fields that matter; everything else is ignored, never trusted.

@@ -97,6 +97,51 @@ mod tests {
         assert!(parse("-5s").is_err());
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A duration written in any of the units people use parses back to itself, alone or
+        /// as a sum of parts (`1h 30m`), surrounded by blanks or not.
+        #[test]
+        fn written_durations_parse_back(
+            parts in prop::collection::vec((0u64..100_000, prop::sample::select(vec![
+                ("ms", 1u64), ("s", 1_000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000),
+            ])), 1..4),
+            blank in prop::sample::select(vec!["", " ", "  "]),
+        ) {
+            let text: Vec<String> = parts.iter().map(|(n, (unit, _))| format!("{n}{unit}")).collect();
+            let text = format!("{blank}{}{blank}", text.join(" "));
+            let millis: u64 = parts.iter().map(|(n, (_, per))| n * per).sum();
+            prop_assert_eq!(parse(&text).map(|d| d.0), Ok(Duration::from_millis(millis)));
+        }
+
+        #[test]
+        fn humantime_formatting_round_trips(secs in 0u64..10_000_000_000, nanos in 0u32..1_000_000_000) {
+            let d = Duration::new(secs, nanos);
+            let text = humantime::format_duration(d).to_string();
+            prop_assert_eq!(parse(&text).map(|d| d.0), Ok(d));
+        }
+
+        #[test]
+        fn bare_numbers_other_than_zero_are_refused(n in 1u64..) {
+            prop_assert!(parse(&n.to_string()).is_err());
+        }
+
+        /// Garbage is an error, never a panic, through the string parser and through YAML.
+        #[test]
+        fn garbage_never_panics(text in "\\PC{0,40}", digits in "[0-9]{15,40}[a-z]{0,3}") {
+            let _ = parse(&text);
+            let _ = parse(&digits);
+            #[derive(serde::Deserialize)]
+            #[allow(dead_code)]
+            struct T {
+                d: HumanDuration,
+            }
+            let _ = serde_saphyr::from_str::<T>(&format!("d: {digits}"));
+            let _ = serde_saphyr::from_str::<T>(&format!("d: {text:?}"));
+        }
+    }
+
     #[test]
     fn yaml_numbers_need_a_unit_except_zero() {
         #[derive(serde::Deserialize)]

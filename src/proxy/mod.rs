@@ -74,6 +74,9 @@ pub enum ForwardError {
     Timeout,
     Protocol,
     BodyTooLarge,
+    /// The client's own request body broke off or was malformed (a bad chunk size): the
+    /// client's fault, not the upstream's, so neither 502 nor an upstream error.
+    ClientBody,
 }
 
 impl ForwardError {
@@ -82,6 +85,7 @@ impl ForwardError {
             ForwardError::Connect | ForwardError::Protocol => Rejection::BadGateway,
             ForwardError::Timeout => Rejection::GatewayTimeout,
             ForwardError::BodyTooLarge => Rejection::PayloadTooLarge,
+            ForwardError::ClientBody => Rejection::BadRequest("the request body could not be read"),
         }
     }
 }
@@ -185,7 +189,7 @@ impl UpstreamPool {
                     ForwardError::Connect => metrics.connect_errors.inc(),
                     ForwardError::Timeout => metrics.timeouts.inc(),
                     ForwardError::Protocol => metrics.protocol_errors.inc(),
-                    ForwardError::BodyTooLarge => {}
+                    ForwardError::BodyTooLarge | ForwardError::ClientBody => {}
                 }
                 Err(kind)
             }
@@ -322,13 +326,23 @@ fn classify_connect(error: &(dyn std::error::Error + 'static)) -> ForwardError {
     }
 }
 
-/// A failure with the connection made: the client's body over the limit, or a protocol error.
+/// A failure with the connection made: the client's body over the limit or broken, or a
+/// protocol error of the upstream's.
 fn classify_request(error: &(dyn std::error::Error + 'static)) -> ForwardError {
-    if sources(error).any(|e| e.is::<LengthLimitError>()) {
-        ForwardError::BodyTooLarge
-    } else {
-        ForwardError::Protocol
+    for e in sources(error) {
+        if e.is::<LengthLimitError>() {
+            return ForwardError::BodyTooLarge;
+        }
+        // hyper's "error from user's Body stream" caused by an error of the client's
+        // `Incoming` body, the only body sent upstream.
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>()
+            && hyper.is_user()
+            && std::error::Error::source(hyper).is_some_and(|cause| cause.is::<hyper::Error>())
+        {
+            return ForwardError::ClientBody;
+        }
     }
+    ForwardError::Protocol
 }
 
 /// `error` and its chain of sources.

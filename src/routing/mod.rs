@@ -330,6 +330,50 @@ mod tests {
         }
     }
 
+    /// The contract in its own words: a prefix's segments are the path's first segments.
+    fn under_segment_wise(prefix: &str, path: &str) -> bool {
+        let segs = |p: &str| -> Vec<String> {
+            if p == "/" {
+                Vec::new()
+            } else {
+                p[1..].split('/').map(str::to_owned).collect()
+            }
+        };
+        let (want, have) = (segs(prefix), segs(path));
+        want.len() <= have.len() && want.iter().zip(&have).all(|(a, b)| a == b)
+    }
+
+    proptest! {
+        /// A request that claims to be under a prefix (it is written as `PREFIX/...`) but
+        /// climbs out with dot-segments, encoded or not, matches the prefix only if its
+        /// normalised form really is under it, segment by segment.
+        #[test]
+        fn a_normalised_path_matches_a_prefix_only_when_it_is_under_it(
+            prefix in prop::collection::vec(prop::sample::select(vec!["a", "b", "ab", "a.b"]), 0..3),
+            tail in prop::collection::vec(prop::sample::select(vec![
+                "a", "b", "ab", "..", ".", "%2e%2e", "%2E.", "", "x", "%61", "a.b",
+            ]), 0..6),
+        ) {
+            let prefix = format!("/{}", prefix.join("/"));
+            let raw = format!("{}/{}", prefix.trim_end_matches('/'), tail.join("/"));
+            let prefix = PathMatch::new(prefix, false);
+            let PathMatch::Prefix(prefix) = &prefix else { unreachable!() };
+            if let Ok(path) = path::normalise_path(&raw) {
+                prop_assert_eq!(
+                    prefix_matches(prefix, &path),
+                    under_segment_wise(prefix, &path),
+                    "prefix {} path {} (from {})", prefix, path, raw
+                );
+                prop_assert!(!path.split('/').any(|s| s == ".." || s == "."));
+                let table = RouteTable::new(&[route(None, PathMatch::Prefix(prefix.clone()), None)]);
+                prop_assert_eq!(
+                    table.find(None, &Method::GET, &path).is_some(),
+                    under_segment_wise(prefix, &path)
+                );
+            }
+        }
+    }
+
     #[test]
     fn host_comes_from_authority_then_header_without_port() {
         let mut headers = HeaderMap::new();

@@ -70,7 +70,9 @@ fn is_suspicious_segment(segment: &[u8]) -> bool {
 }
 
 fn decode_unreserved(path: &[u8]) -> Result<String, PathError> {
-    let mut out = String::with_capacity(path.len());
+    // Bytes, not chars: a byte pushed as a char would turn each byte of a multi-byte UTF-8
+    // character into a character of its own.
+    let mut out = Vec::with_capacity(path.len());
     let mut i = 0;
     while i < path.len() {
         match path[i] {
@@ -85,24 +87,26 @@ fn decode_unreserved(path: &[u8]) -> Result<String, PathError> {
                 match value {
                     b'/' | b'\\' | 0 => return Err(PathError::EncodedSeparator),
                     b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                        out.push(value as char);
+                        out.push(value);
                     }
-                    _ => {
-                        out.push('%');
-                        out.push(HEX_UPPER[usize::from(hi)] as char);
-                        out.push(HEX_UPPER[usize::from(lo)] as char);
-                    }
+                    _ => out.extend_from_slice(&[
+                        b'%',
+                        HEX_UPPER[usize::from(hi)],
+                        HEX_UPPER[usize::from(lo)],
+                    ]),
                 }
                 i += 3;
             }
-            // hyper only hands us ASCII in the path; keep any other byte as is.
+            // hyper only hands us ASCII in the path (config paths may hold more); keep any
+            // other byte as is.
             b => {
-                out.push(b as char);
+                out.push(b);
                 i += 1;
             }
         }
     }
-    Ok(out)
+    // Only ASCII escapes were replaced, by ASCII: what was UTF-8 still is.
+    String::from_utf8(out).map_err(|_| PathError::BadEscape)
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
@@ -195,6 +199,17 @@ mod tests {
         assert_eq!(norm("/%7Euser").unwrap(), "/~user");
     }
 
+    /// Found by the `path` fuzz target: each byte of a multi-byte character came out as a
+    /// character of its own, so the result was neither the input nor idempotent.
+    #[test]
+    fn non_ascii_characters_survive_the_slow_path_unchanged() {
+        assert_eq!(norm("/\u{14d}s/Arx%3f").unwrap(), "/\u{14d}s/Arx%3F");
+        assert_eq!(norm("/caf\u{e9}/./%61").unwrap(), "/caf\u{e9}/a");
+        let once = norm("/\u{14d}/%7e/../x").unwrap();
+        assert_eq!(once, "/\u{14d}/x");
+        assert_eq!(norm(&once).unwrap(), once);
+    }
+
     #[test]
     fn dangerous_paths_are_refused() {
         assert_eq!(norm("/a%2Fb"), Err(PathError::EncodedSeparator));
@@ -231,6 +246,32 @@ mod tests {
                 }
                 prop_assert!(!once.contains("//"));
                 prop_assert!(!once.split('/').any(|s| s == "." || s == ".."));
+            }
+        }
+
+        /// Over hostile pieces (encoded separators, backslashes, NUL, `;` parameters, every
+        /// spelling of a dot): whatever is accepted is canonical and can be read in no
+        /// other way upstream.
+        #[test]
+        fn accepted_paths_hold_nothing_an_upstream_could_read_differently(
+            pieces in prop::collection::vec(prop::sample::select(vec![
+                "/", "//", ".", "..", "%2e", "%2E", "%2e%2E", ".%2e", "%2f", "%2F", "%5c", "%5C",
+                "%00", "\\", ";", "..;", "%3B", "%25", "%41", "%7e", "%20", "a", "b", "~", "%",
+                "%g1", "%4",
+            ]), 0..12)
+        ) {
+            let raw = format!("/{}", pieces.concat());
+            if let Ok(once) = norm(&raw) {
+                prop_assert!(once.starts_with('/'));
+                prop_assert_eq!(norm(&once), Ok(once.clone()), "idempotent");
+                let upper = once.to_ascii_uppercase();
+                for banned in ["%2F", "%5C", "%00", "%2E", "%41", "%7E", "\\", "//"] {
+                    prop_assert!(!upper.contains(banned), "{} kept {} from {}", once, banned, raw);
+                }
+                prop_assert!(
+                    !once.split('/').any(|s| s == "." || s == ".." || s.starts_with("..;")),
+                    "{} kept a dot-segment from {}", once, raw
+                );
             }
         }
     }

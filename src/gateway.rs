@@ -17,7 +17,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderValue, TE};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -165,8 +165,19 @@ fn check_head(request: &Request<Incoming>) -> Result<Option<&str>, Rejection> {
     {
         return Err(Rejection::BadRequest("several Authorization headers"));
     }
-    request_host(request.uri(), request.headers())
-        .map_err(|HostError::Duplicate| Rejection::BadRequest("several Host headers"))
+    let host = request_host(request.uri(), request.headers()).map_err(|e| match e {
+        HostError::Duplicate => Rejection::BadRequest("several Host headers"),
+        HostError::Invalid => Rejection::BadRequest("the Host header is not a valid host"),
+    })?;
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is refused (HTTP/1.0 may omit it;
+    // HTTP/2 carries the authority in the URI).
+    if host.is_none()
+        && request.version() == Version::HTTP_11
+        && !request.headers().contains_key(HOST)
+    {
+        return Err(Rejection::BadRequest("the request has no Host header"));
+    }
+    Ok(host)
 }
 
 /// The normalised path with the original query, reusing the original when unchanged.

@@ -601,3 +601,52 @@ async fn http2_header_lists_over_the_limit_get_431_and_the_connection_lives_on()
         .collect();
     assert_eq!(seen, ["/small"]);
 }
+
+#[tokio::test]
+async fn invalid_or_missing_hosts_get_400_and_reach_nothing() {
+    let upstream = Upstream::echo().await;
+    let gw = Gateway::start(&config(&upstream, "")).await;
+    for (what, request) in [
+        (
+            "a space in Host",
+            "GET /probe HTTP/1.1\r\nHost: a b\r\n\r\n",
+        ),
+        (
+            "userinfo in Host",
+            "GET /probe HTTP/1.1\r\nHost: evil@api.example.com\r\n\r\n",
+        ),
+        (
+            "a path in Host",
+            "GET /probe HTTP/1.1\r\nHost: api.example.com/x\r\n\r\n",
+        ),
+        (
+            "a port that is no number",
+            "GET /probe HTTP/1.1\r\nHost: a:b\r\n\r\n",
+        ),
+        (
+            "HTTP/1.1 without Host",
+            "GET /probe HTTP/1.1\r\nX-A: 1\r\n\r\n",
+        ),
+        (
+            "userinfo in an absolute-form target",
+            "GET http://evil@a/probe HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+    ] {
+        let answer = exchange(gw.addr, request.as_bytes(), Duration::from_millis(300)).await;
+        assert_eq!(answer.status(), Some(400), "{what}: {}", answer.text);
+    }
+    assert!(upstream.seen().is_empty(), "{:#?}", upstream.seen());
+
+    // Control: good hosts pass, and HTTP/1.0 may go without one.
+    for request in [
+        "GET /probe HTTP/1.1\r\nHost: api.example.com:8443\r\nConnection: close\r\n\r\n",
+        "GET /probe HTTP/1.1\r\nHost: [::1]:80\r\nConnection: close\r\n\r\n",
+        "GET /probe HTTP/1.0\r\n\r\n",
+    ] {
+        let answer = exchange(gw.addr, request.as_bytes(), Duration::from_secs(2)).await;
+        // An HTTP/1.0 request is answered in HTTP/1.0.
+        let first = answer.text.lines().next().unwrap_or("");
+        assert!(first.ends_with(" 200 OK"), "{request:?}: {}", answer.text);
+    }
+    assert_eq!(upstream.seen().len(), 3);
+}

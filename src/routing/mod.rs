@@ -72,6 +72,10 @@ struct Matcher {
 pub enum HostError {
     /// Two or more `Host` headers: a smuggling and cache-poisoning vector (RFC 9112 §3.2).
     Duplicate,
+    /// A host that is not an authority (`Host: a b`), or one with userinfo (`user@host`),
+    /// which RFC 9110 §4.2.4 says to treat as an error: a lenient upstream might read the
+    /// part after `@` as the host that routing did not see.
+    Invalid,
 }
 
 impl RouteTable {
@@ -211,10 +215,55 @@ pub fn request_host<'a>(
         return Err(HostError::Duplicate);
     }
     let raw = match uri.authority() {
+        Some(authority) if authority.as_str().contains('@') => return Err(HostError::Invalid),
         Some(authority) => Some(authority.host()),
-        None => header.and_then(|h| h.to_str().ok()).map(strip_port),
+        None => match header {
+            None => None,
+            Some(value) if !is_authority(value.as_bytes()) => return Err(HostError::Invalid),
+            // RFC 9112 §3.2: an empty Host is what a request for a target without one sends.
+            Some(value) if value.is_empty() => None,
+            Some(value) => value.to_str().ok().map(strip_port),
+        },
     };
     Ok(raw.map(|h| h.strip_suffix('.').unwrap_or(h)))
+}
+
+/// RFC 3986 `host [ ":" port ]` without userinfo: reg-name characters (unreserved,
+/// percent-escapes, sub-delims), an IP literal in brackets, a port of digits.
+fn is_authority(value: &[u8]) -> bool {
+    let (host, port) = match value.iter().rposition(|&b| b == b':') {
+        // A colon inside brackets belongs to an IPv6 literal, not to a port.
+        Some(colon) if !value[colon..].contains(&b']') => (&value[..colon], &value[colon + 1..]),
+        _ => (value, &[][..]),
+    };
+    let port_ok = port.iter().all(u8::is_ascii_digit);
+    let host_ok = match host {
+        [b'[', literal @ .., b']'] => literal
+            .iter()
+            .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.')),
+        _ => host.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                )
+        }),
+    };
+    port_ok && host_ok
 }
 
 fn strip_port(host: &str) -> &str {
@@ -386,5 +435,37 @@ mod tests {
         assert_eq!(request_host(&origin, &headers), Ok(Some("[::1]")));
         headers.append(HOST, "evil.example".parse().unwrap());
         assert_eq!(request_host(&origin, &headers), Err(HostError::Duplicate));
+
+        for bad in [
+            "a b",
+            "user@api.example.com",
+            "evil@api.example.com:443",
+            "a/b",
+            "a:b:c",
+            "[::1",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(HOST, http::HeaderValue::from_str(bad).unwrap());
+            assert_eq!(
+                request_host(&origin, &headers),
+                Err(HostError::Invalid),
+                "{bad}"
+            );
+        }
+        for (good, host) in [
+            ("api.example.com:8443", "api.example.com"),
+            ("[::1]:80", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("10.0.0.1", "10.0.0.1"),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(HOST, http::HeaderValue::from_str(good).unwrap());
+            assert_eq!(request_host(&origin, &headers), Ok(Some(host)), "{good}");
+        }
+        let absolute: Uri = "http://user@api.example.com/orders".parse().unwrap();
+        assert_eq!(
+            request_host(&absolute, &HeaderMap::new()),
+            Err(HostError::Invalid)
+        );
     }
 }

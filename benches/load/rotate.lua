@@ -1,8 +1,10 @@
 -- wrk script: each request carries the next token of a file, round robin, starting at an
--- offset (so that rounds of "every token new" do not reuse each other's tokens); the summary
+-- offset (so that rounds of "every token new" do not reuse each other's tokens), and with a
+-- third argument "paths" a path of its own as well; the summary
 -- line at the end is JSON (requests/s, latency percentiles in microseconds, errors).
 local tokens = {}
 local index = 0
+local vary_paths = false
 
 function init(args)
   local path = args[1]
@@ -12,6 +14,7 @@ function init(args)
     end
   end
   index = tonumber(args[2] or "0") or 0
+  vary_paths = args[3] == "paths"
 end
 
 function request()
@@ -19,7 +22,9 @@ function request()
     return wrk.format("GET", wrk.path)
   end
   index = index % #tokens + 1
-  return wrk.format("GET", wrk.path, { ["Authorization"] = "Bearer " .. tokens[index] })
+  -- With "paths", every request also has a path of its own (wrk.path .. "/" .. a number).
+  local path = vary_paths and (wrk.path .. "/" .. index) or wrk.path
+  return wrk.format("GET", path, { ["Authorization"] = "Bearer " .. tokens[index] })
 end
 
 function done(summary, latency, requests)

@@ -45,16 +45,23 @@ fn write(path: &Path, text: &str) {
     std::fs::rename(&staged, path).unwrap();
 }
 
+/// A gateway serving `text` from a config file it watches, ready; the directory lives as
+/// long as the first element.
+async fn start_from_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf, Gateway) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokengate.yaml");
+    write(&path, text);
+    let gw = Gateway::start_file(&path).await;
+    gw.wait_ready().await;
+    (dir, path, gw)
+}
+
 #[tokio::test]
 async fn twenty_reloads_under_traffic_fail_no_request() {
     let key = TestKey::shared("ES256");
     let upstream = Upstream::echo().await;
     let jwks = JwksServer::start(&[&key]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokengate.yaml");
-    write(&path, &config(&upstream.url(), &jwks.url(), ""));
-    let gw = Gateway::start_file(&path).await;
-    gw.wait_ready().await;
+    let (_dir, path, gw) = start_from_file(&config(&upstream.url(), &jwks.url(), "")).await;
 
     let token = key.token(&claims(json!({})));
     let stop = Arc::new(AtomicBool::new(false));
@@ -156,11 +163,8 @@ async fn requests_in_flight_finish_on_the_config_they_started_with() {
     .await;
     let key = TestKey::shared("ES256");
     let jwks = JwksServer::start(&[&key]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokengate.yaml");
-    write(&path, &config(&upstream.url(), &jwks.url(), &extra("slow")));
-    let gw = Gateway::start_file(&path).await;
-    gw.wait_ready().await;
+    let (_dir, path, gw) =
+        start_from_file(&config(&upstream.url(), &jwks.url(), &extra("slow"))).await;
     let url = gw.url("/slow");
     let in_flight = tokio::spawn(async move { client().get(url).send().await.unwrap() });
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -180,11 +184,7 @@ async fn a_new_listen_address_waits_for_a_restart_and_the_rest_applies() {
     let upstream = Upstream::echo().await;
     let key = TestKey::shared("ES256");
     let jwks = JwksServer::start(&[&key]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokengate.yaml");
-    write(&path, &config(&upstream.url(), &jwks.url(), ""));
-    let gw = Gateway::start_file(&path).await;
-    gw.wait_ready().await;
+    let (_dir, path, gw) = start_from_file(&config(&upstream.url(), &jwks.url(), "")).await;
     let moved = config(&upstream.url(), &jwks.url(), &extra("added")).replacen(
         "listen: \"127.0.0.1:0\"",
         "listen: \"127.0.0.1:1\"",

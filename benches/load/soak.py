@@ -3,9 +3,9 @@
 not the number of requests.
 
 Starts an nginx upstream and tokengate (one worker) on 127.0.0.1, then runs wrk in phases.
-Requests rotate through a pool of --tokens distinct tokens (ten times what the cache holds;
-each phase starts at its own share of the pool) and each has a path of its own. After each
-phase it records tokengate's RSS and the number of metric series on /metrics. The
+Requests rotate through a pool of --tokens distinct tokens (by default over five times what
+the cache holds; each phase starts at its own share of the pool) and each has a path of its
+own. After each phase it records tokengate's RSS and the number of metric series on /metrics. The
 verified-token cache is bounded at about 64 MiB, so RSS climbs while the cache fills and
 then stays flat; after the first phase the series count must not move at all.
 
@@ -17,6 +17,7 @@ Writes target/bench-load/soak.json and prints a table. Needs what compare.py nee
 
 import argparse
 import json
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -43,8 +44,7 @@ def main():
     out = Path(args.out)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    subprocess_run = compare.subprocess.run
-    subprocess_run(["cargo", "build", "--release", "--quiet"], cwd=compare.ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=compare.ROOT, check=True)
     compare.Keys(work)
     tokens = compare.tokens_file(work, "ES256", args.tokens)
 
@@ -63,7 +63,7 @@ def main():
                    "-s", str(Path(compare.__file__).with_name("rotate.lua")),
                    f"http://127.0.0.1:{ports['tokengate']}/verified", "--", str(tokens),
                    str((phase - 1) * share), "paths"]
-            text = subprocess_run(wrk, capture_output=True, text=True, timeout=args.duration + 120).stdout
+            text = subprocess.run(wrk, capture_output=True, text=True, timeout=args.duration + 120).stdout
             result = json.loads(next(l for l in text.splitlines() if l.startswith("RESULT "))[7:])
             sent += result["requests"]
             rows.append({"phase": phase, "requests": sent, "rps": result["rps"],

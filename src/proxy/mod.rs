@@ -143,7 +143,7 @@ impl UpstreamPool {
     /// and returns the response head with its body still streaming.
     pub async fn forward(
         &self,
-        request: Request<UpstreamBody>,
+        mut request: Request<UpstreamBody>,
         path_and_query: PathAndQuery,
         metrics: &UpstreamMetrics,
     ) -> Result<Response<Body>, ForwardError> {
@@ -151,21 +151,33 @@ impl UpstreamPool {
         let endpoint = &self.endpoints[index];
         let started = Instant::now();
         let grpc = is_grpc(&request);
-        let sent = async {
-            match &endpoint.h1 {
-                // The common case: HTTP/1.1 to an `http://` endpoint, on our own pool.
-                Some(h1) if !grpc && !request.headers().contains_key(UPGRADE) => {
-                    Self::forward_h1(h1, request, path_and_query, endpoint).await
+        let result = match &endpoint.h1 {
+            // The common case: HTTP/1.1 to an `http://` endpoint, on our own pool.
+            Some(h1) if !grpc && !request.headers().contains_key(UPGRADE) => {
+                *request.uri_mut() = Uri::from(path_and_query);
+                *request.version_mut() = Version::HTTP_11;
+                if !request.headers().contains_key(HOST) {
+                    let authority = endpoint.endpoint.authority.as_str();
+                    if let Ok(host) = HeaderValue::from_str(authority) {
+                        request.headers_mut().insert(HOST, host);
+                    }
                 }
-                _ => self
-                    .forward_pooled(request, path_and_query, endpoint, grpc)
-                    .await
-                    .map(|response| response.map(Body::new)),
+                let sent = tokio::time::timeout(self.request_timeout, h1.send(request)).await;
+                match sent {
+                    Err(_elapsed) => Err(ForwardError::Timeout),
+                    Ok(Ok(response)) => Ok(response),
+                    Ok(Err(h1::SendError::Connect(e))) => {
+                        endpoint.eject();
+                        Err(classify_connect(e.as_ref()))
+                    }
+                    Ok(Err(h1::SendError::Request(e))) => Err(classify_request(&e)),
+                }
             }
+            _ => self
+                .forward_pooled(request, path_and_query, endpoint, grpc)
+                .await
+                .map(|response| response.map(Body::new)),
         };
-        let result = tokio::time::timeout(self.request_timeout, sent)
-            .await
-            .unwrap_or(Err(ForwardError::Timeout));
         match result {
             Ok(response) => {
                 metrics.duration.observe(started.elapsed().as_secs_f64());
@@ -181,32 +193,6 @@ impl UpstreamPool {
                 }
                 Err(kind)
             }
-        }
-    }
-
-    /// On our own HTTP/1.1 pool for an `http://` endpoint.
-    async fn forward_h1(
-        h1: &Arc<h1::Connections>,
-        mut request: Request<UpstreamBody>,
-        path_and_query: PathAndQuery,
-        endpoint: &EndpointState,
-    ) -> Result<Response<Body>, ForwardError> {
-        *request.uri_mut() = Uri::from(path_and_query);
-        *request.version_mut() = Version::HTTP_11;
-        // An HTTP/1.0 client may have sent no Host; HTTP/1.1 to the upstream needs one.
-        if !request.headers().contains_key(HOST)
-            && let Ok(host) = HeaderValue::from_str(endpoint.endpoint.authority.as_str())
-        {
-            request.headers_mut().insert(HOST, host);
-        }
-        match h1.send(request).await {
-            Ok(response) => Ok(response),
-            Err(h1::SendError::Connect(e)) => {
-                // Refused or timed out while connecting: out of rotation for a while.
-                endpoint.eject();
-                Err(classify_connect(e.as_ref()))
-            }
-            Err(h1::SendError::Request(e)) => Err(classify_request(&e)),
         }
     }
 
@@ -238,13 +224,15 @@ impl UpstreamPool {
         } else {
             self.client.request(request)
         };
-        match sent.await {
-            Ok(response) => Ok(response),
-            Err(e) if e.is_connect() => {
+        match tokio::time::timeout(self.request_timeout, sent).await {
+            Err(_elapsed) => Err(ForwardError::Timeout),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) if e.is_connect() => {
+                // Refused or timed out while connecting: out of rotation for a while.
                 endpoint.eject();
                 Err(classify_connect(&e))
             }
-            Err(e) => Err(classify_request(&e)),
+            Ok(Err(e)) => Err(classify_request(&e)),
         }
     }
 

@@ -306,6 +306,51 @@ async fn a_watched_jwks_file_is_reloaded_and_a_broken_one_ignored() {
     assert_eq!(status_with(&gw, &fresh(&first)).await, 401);
 }
 
+/// Reading the file is not a change of it: after a change, an idle gateway reads its key file
+/// once, then next after `refresh_interval` (here the default, five minutes), not again and
+/// again on the events its own reads raise.
+#[tokio::test]
+async fn an_idle_gateway_does_not_keep_rereading_its_key_file() {
+    let key = TestKey::generate("EdDSA", "idle");
+    let upstream = Upstream::echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, jwks(&[&key])).unwrap();
+    let issuer = format!(
+        "  - name: corp\n    issuer: \"{ISSUER}\"\n    audiences: [orders-api]\n    jwks:\n      file: \"{}\"\n",
+        path.display()
+    );
+    let gw = Gateway::start(&config(&upstream, &issuer)).await;
+    gw.wait_ready().await;
+    assert_eq!(status_with(&gw, &fresh(&key)).await, 200);
+    let reads = async || {
+        let text = gw.metrics().await;
+        ["ok", "not_modified", "error"]
+            .iter()
+            .filter_map(|result| {
+                metric_value(
+                    &text,
+                    "tokengate_jwks_refresh_total",
+                    &[("issuer", "corp"), ("result", result)],
+                )
+            })
+            .sum::<f64>()
+    };
+    // One real change (the same keys written again) wakes the watch once.
+    let at_start = reads().await;
+    std::fs::write(&path, jwks(&[&key])).unwrap();
+    eventually(
+        "the rewritten file read",
+        Duration::from_secs(5),
+        async || reads().await > at_start,
+    )
+    .await;
+    let before = reads().await;
+    // Long enough for several rounds of the 250 ms debounce.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(reads().await, before, "the file was read again while idle");
+}
+
 #[tokio::test]
 async fn refreshes_use_etags_and_honour_a_shorter_max_age() {
     let key = TestKey::shared("ES256");

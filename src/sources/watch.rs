@@ -3,7 +3,9 @@
 //!
 //! The directory is watched afresh after every wake-up: when the file sits in a
 //! subdirectory of a ConfigMap volume (`tls/tls.crt`), that directory resolves through
-//! `..data` to one the update deletes, and a watch on it would go quiet for good.
+//! `..data` to one the update deletes, and a watch on it would go quiet for good. Watching
+//! afresh reuses the one watcher (an inotify instance and its thread): two syscalls a poll,
+//! not a thread.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,24 +45,39 @@ impl FileWatch {
             () = tokio::time::sleep(poll) => {}
         }
         // Before the caller reads the file, so no change after the read is missed.
-        self.watcher = None;
-        self.watcher = watch_directory(&self.path, self.sender.clone());
+        match &mut self.watcher {
+            Some(watcher) => {
+                let dir = directory_of(&self.path);
+                // The old watch may be gone already (its directory deleted): nothing to undo.
+                let _ = watcher.unwatch(dir);
+                if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+                    tracing::warn!("cannot watch {}: {e}; polling only", dir.display());
+                    self.watcher = None;
+                }
+            }
+            None => self.watcher = watch_directory(&self.path, self.sender.clone()),
+        }
     }
 }
 
-fn watch_directory(path: &Path, events: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
-    let dir = path
-        .parent()
+fn directory_of(path: &Path) -> &Path {
+    path.parent()
         .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+        .unwrap_or(Path::new("."))
+}
+
+fn watch_directory(path: &Path, events: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    let dir = directory_of(path);
     let name = path.file_name()?.to_owned();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
-            // Our file, or a ConfigMap's `..data` symlink swap.
-            let relevant = event.paths.iter().any(|p| {
-                p.file_name()
-                    .is_some_and(|n| n == name || n.to_string_lossy().starts_with(".."))
-            });
+            // Our file, or a ConfigMap's `..data` symlink swap; not a mere read (our own
+            // reads of the file would otherwise wake us again, four times a second for good).
+            let relevant = !matches!(event.kind, notify::EventKind::Access(_))
+                && event.paths.iter().any(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n == name || n.to_string_lossy().starts_with(".."))
+                });
             if relevant {
                 let _ = events.try_send(());
             }

@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::Deserializer;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
 /// Nesting deeper than this is refused: no legitimate token needs it.
@@ -81,11 +82,15 @@ impl<'de> Visitor<'de> for StrictValue {
         let inner = self.deeper::<A::Error>()?;
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("duplicate member `{key}`")));
+            match object.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(map.next_value_seed(inner)?);
+                }
+                Entry::Occupied(taken) => {
+                    let key = taken.key();
+                    return Err(de::Error::custom(format_args!("duplicate member `{key}`")));
+                }
             }
-            let value = map.next_value_seed(inner)?;
-            object.insert(key, value);
         }
         Ok(Value::Object(object))
     }

@@ -4,13 +4,15 @@
 Starts on 127.0.0.1 an nginx upstream (`return 200`), then, each with one worker:
   - tokengate verifying RS256 or ES256 bearer tokens (and, as a plain proxy, an anonymous route),
   - HAProxy 2.6 with native jwt_verify (RS256 and ES256, with alg, exp, iss and aud checks),
-  - HAProxy and nginx as plain proxies that check nothing,
+  - HAProxy and nginx as plain proxies that check nothing (nginx also with the very requests
+    tokengate verifies, tokens and all, so that the price of checking is all that differs),
   - the upstream directly.
 The proxy under test runs on CPU 0; wrk and the upstream on CPU 1. wrk sends tokens that
 rotate through N distinct valid tokens (1, 10 000, or "new": a pool large enough that no
 token repeats within a round). Rounds interleave the targets (A B C A B C ...) so that drift
-hits all alike. The report gives median req/s and p50/p99/p99.9 latency per target, ratios,
-as a Markdown table, JSON and a PNG chart.
+hits all alike. The report gives median req/s, the proxy's own CPU time per request (from
+/proc: its cost per core even when wrk, not the proxy, sets the pace) and p50/p99/p99.9
+latency per target, ratios, as a Markdown table, JSON and a PNG chart.
 
     python3 benches/load/compare.py                     # 3 rounds of 5 s, 32 connections
     python3 benches/load/compare.py --rounds 5 --duration 10 --out target/bench-load
@@ -183,6 +185,26 @@ class Processes:
                 os.killpg(child.pid, signal.SIGKILL)
 
 
+def child_pid(parent: int) -> int:
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                return int(stat.parent.name)
+        time.sleep(0.05)
+    raise RuntimeError(f"process {parent} has no child")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of `pid` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -208,7 +230,7 @@ http {{ access_log off; keepalive_requests 10000000;
   server {{ listen 127.0.0.1:{ports['nginx']};
     location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
 """)
-    procs.start(["nginx", "-c", str(work / "nginx-proxy.conf"), "-e", str(work / "proxy-error.log")], cpu=0)
+    nginx_master = procs.start(["nginx", "-c", str(work / "nginx-proxy.conf"), "-e", str(work / "proxy-error.log")], cpu=0)
 
     def jwt_frontend(name, port, alg):
         return f"""
@@ -246,7 +268,7 @@ backend app
   http-reuse always
   server upstream 127.0.0.1:{upstream}
 """)
-    procs.start(["haproxy", "-f", str(work / "haproxy.cfg")], cpu=0, log=work / "haproxy.log")
+    haproxy = procs.start(["haproxy", "-f", str(work / "haproxy.cfg")], cpu=0, log=work / "haproxy.log")
 
     (work / "tokengate.yaml").write_text(f"""
 server:
@@ -289,7 +311,9 @@ routes:
     for port in ports.values():
         wait_port(port)
     time.sleep(0.3)
-    return gateway, ready_ms
+    # The processes whose CPU time is the proxy's (nginx's worker, not its master).
+    pids = {"nginx": child_pid(nginx_master.pid), "haproxy": haproxy.pid, "tokengate": gateway.pid}
+    return gateway, ready_ms, pids
 
 
 def run_wrk(url, tokens, duration, connections, offset=0):
@@ -349,11 +373,13 @@ def main():
     procs = Processes()
     results = {}
     try:
-        gateway, ready_ms = start_targets(work, procs, ports)
+        gateway, ready_ms, pids = start_targets(work, procs, ports)
         idle_rss = rss_kib(gateway.pid)
         targets = [
             ("upstream direct", f"http://127.0.0.1:{ports['upstream']}/", None),
             ("nginx plain proxy", f"http://127.0.0.1:{ports['nginx']}/", None),
+            # The same requests as "tokengate RS256 N=10000", tokens and all, which nginx ignores.
+            ("nginx plain proxy RS256 N=10000", f"http://127.0.0.1:{ports['nginx']}/", token_files[("RS256", 10_000)]),
             ("haproxy plain proxy", f"http://127.0.0.1:{ports['haproxy']}/", None),
             ("tokengate plain proxy", f"http://127.0.0.1:{ports['tokengate']}/plain", None),
         ]
@@ -370,7 +396,15 @@ def main():
                 new = name.endswith("N=new")
                 share = args.new_pool // args.rounds
                 offset = (round_no - 1) * share if new else 0
+                proxy = name.split()[0]
+                cpu_before = cpu_seconds(pids[proxy]) if proxy in pids else None
                 result = run_wrk(url, tokens, args.duration, args.connections, offset)
+                if cpu_before is not None:
+                    # The proxy's own CPU time per request: its cost per core, whether or not
+                    # the load generator kept its core busy.
+                    used = cpu_seconds(pids[proxy]) - cpu_before
+                    result["cpu_us_per_request"] = used * 1e6 / max(1, result["requests"])
+                    result["cpu_share"] = used / result["seconds"]
                 if new and result["requests"] > share:
                     result["tokens_repeated"] = result["requests"] - share
                 results.setdefault(name, []).append(result)
@@ -388,6 +422,8 @@ def main():
     for name, runs in results.items():
         summary[name] = {
             "rps": statistics.median(r["rps"] for r in runs),
+            "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in runs)
+            if "cpu_us_per_request" in runs[0] else None,
             "p50_us": statistics.median(r["p50_us"] for r in runs),
             "p99_us": statistics.median(r["p99_us"] for r in runs),
             "p999_us": statistics.median(r["p999_us"] for r in runs),
@@ -404,18 +440,31 @@ def main():
             rps("tokengate RS256 N=10000") / rps("haproxy jwt_verify RS256 N=10000"),
         "tokengate ES256 N=10000 / haproxy jwt_verify ES256 N=10000":
             rps("tokengate ES256 N=10000") / rps("haproxy jwt_verify ES256 N=10000"),
-        "tokengate RS256 N=10000 / nginx plain proxy (target >= 0.9)":
+        "tokengate RS256 N=10000 / nginx plain proxy RS256 N=10000, the same requests (target >= 0.9)":
+            rps("tokengate RS256 N=10000") / rps("nginx plain proxy RS256 N=10000"),
+        "tokengate RS256 N=10000 / nginx plain proxy without tokens":
             rps("tokengate RS256 N=10000") / rps("nginx plain proxy"),
         "tokengate plain proxy / nginx plain proxy": rps("tokengate plain proxy") / rps("nginx plain proxy"),
         "tokengate RS256 N=10000 p99 / haproxy jwt_verify RS256 N=10000 p99 (target <= 1.0)":
             summary["tokengate RS256 N=10000"]["p99_us"] / max(1, summary["haproxy jwt_verify RS256 N=10000"]["p99_us"]),
     }
+    def cpu(name):
+        return summary[name]["cpu_us_per_request"]
+
+    # Every token new: what verifying costs beyond proxying, as verifications per second of one
+    # core, against openssl's. Proxying is the same request with its token already verified
+    # (N=1, a cache hit), so that only verifying differs. Read from the gateway's own CPU
+    # time per request (per core, as the target says) and, as a cross-check, from throughput.
     for alg in ["RS256", "ES256"]:
         if alg in verify_limit:
-            per_request = 1 / rps(f"tokengate {alg} N=new") - 1 / rps("tokengate plain proxy")
-            if per_request > 0:
-                ratios[f"tokengate {alg} every token new: verify rate with proxy cost subtracted / openssl verify/s (target >= 0.8)"] = \
-                    (1 / per_request) / verify_limit[alg]
+            by_cpu = (cpu(f"tokengate {alg} N=new") - cpu(f"tokengate {alg} N=1")) / 1e6
+            by_rps = 1 / rps(f"tokengate {alg} N=new") - 1 / rps(f"tokengate {alg} N=1")
+            if by_cpu > 0:
+                ratios[f"tokengate {alg} every token new: verifications per core-second beyond proxying / openssl verify/s (target >= 0.8)"] = \
+                    (1 / by_cpu) / verify_limit[alg]
+            if by_rps > 0:
+                ratios[f"tokengate {alg} every token new, the same read from throughput (1/rps N=new - 1/rps N=1)"] = \
+                    (1 / by_rps) / verify_limit[alg]
     report = {
         "machine": {"cpus": os.cpu_count(), "note": "proxy on CPU 0; wrk and the upstream on CPU 1"},
         "settings": vars(args),
@@ -426,9 +475,11 @@ def main():
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
 
-    lines = ["| target | req/s (median) | p50 µs | p99 µs | p99.9 µs | errors |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| target | req/s (median) | proxy CPU µs/request | p50 µs | p99 µs | p99.9 µs | errors |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, s in summary.items():
-        lines.append(f"| {name} | {s['rps']:.0f} | {s['p50_us']:.0f} | {s['p99_us']:.0f} | {s['p999_us']:.0f} | "
+        cpu_text = "" if s["cpu_us_per_request"] is None else f"{s['cpu_us_per_request']:.1f}"
+        lines.append(f"| {name} | {s['rps']:.0f} | {cpu_text} | {s['p50_us']:.0f} | {s['p99_us']:.0f} | {s['p999_us']:.0f} | "
                      f"{s['non_2xx'] + s['socket_errors']} |")
     lines += ["", "| ratio | value |", "| --- | ---: |"]
     lines += [f"| {k} | {v:.2f} |" for k, v in ratios.items()]

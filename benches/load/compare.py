@@ -9,8 +9,8 @@ Starts on 127.0.0.1 an nginx upstream (`return 200`), then, each with one worker
   - the upstream directly.
 The proxy under test runs on CPU 0; wrk and the upstream on CPU 1. wrk sends tokens that
 rotate through N distinct valid tokens (1, 10 000, or "new": a pool large enough that no
-token repeats within a round). Rounds interleave the targets (A B C A B C ...) so that drift
-hits all alike. The report gives median req/s, the proxy's own CPU time per request (from
+token repeats within a round). After an unmeasured warm-up of each target (caches filled),
+rounds interleave the targets (A B C A B C ...) so that drift hits all alike. The report gives median req/s, the proxy's own CPU time per request (from
 /proc: its cost per core even when wrk, not the proxy, sets the pace) and p50/p99/p99.9
 latency per target, ratios, as a Markdown table, JSON and a PNG chart.
 
@@ -349,6 +349,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="seconds each target runs, unmeasured, before the first round")
     parser.add_argument("--new-pool", type=int, default=400_000,
                         help="tokens for the 'every token new' runs, shared out among the rounds")
     parser.add_argument("--out", default=str(ROOT / "target/bench-load"))
@@ -388,6 +390,14 @@ def main():
                 tokens = token_files[(alg, n)]
                 targets.append((f"haproxy jwt_verify {alg} N={n}", f"http://127.0.0.1:{ports['haproxy_' + alg.lower()]}/", tokens))
                 targets.append((f"tokengate {alg} N={n}", f"http://127.0.0.1:{ports['tokengate']}/verified", tokens))
+        # Steady state is what is compared: caches filled (tokengate's verified tokens, the
+        # connection pools), so that the first round is not the only one paying for them.
+        # "Every token new" has no steady state to reach and keeps its pool for the rounds.
+        if args.warmup > 0:
+            print(f"warm-up, {args.warmup} s a target", flush=True)
+            for name, url, tokens in targets:
+                if not name.endswith("N=new"):
+                    run_wrk(url, tokens, args.warmup, args.connections)
         for round_no in range(1, args.rounds + 1):
             print(f"round {round_no}/{args.rounds}", flush=True)
             for name, url, tokens in targets:

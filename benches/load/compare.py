@@ -351,10 +351,13 @@ def main():
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=2,
                         help="seconds each target runs, unmeasured, before the first round")
-    parser.add_argument("--new-pool", type=int, default=400_000,
-                        help="tokens for the 'every token new' runs, shared out among the rounds")
+    parser.add_argument("--new-pool", type=int,
+                        help="tokens for the 'every token new' runs, shared out among the rounds "
+                             "(default: enough for 26 000 requests a second, at least 400 000)")
     parser.add_argument("--out", default=str(ROOT / "target/bench-load"))
     args = parser.parse_args()
+    if args.new_pool is None:
+        args.new_pool = max(400_000, args.rounds * args.duration * 26_000)
 
     need_tools()
     need_python_packages()

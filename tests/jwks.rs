@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -276,21 +277,39 @@ async fn a_new_replica_starts_from_the_disk_cache_while_the_idp_is_down() {
     assert_eq!(status_with(&second, &fresh(&key)).await, 200);
 }
 
+/// A ready gateway whose issuer reads its keys from `dir/jwks.json`, holding `key` at first
+/// (already checked to verify a token); `jwks_lines` are more lines of the issuer's `jwks:`.
+async fn start_with_key_file(
+    upstream: &Upstream,
+    dir: &Path,
+    key: &TestKey,
+    jwks_lines: &str,
+) -> (Gateway, PathBuf) {
+    let path = dir.join("jwks.json");
+    std::fs::write(&path, jwks(&[key])).unwrap();
+    let issuer = format!(
+        "  - name: corp\n    issuer: \"{ISSUER}\"\n    audiences: [orders-api]\n    jwks:\n      file: \"{}\"\n{jwks_lines}",
+        path.display()
+    );
+    let gw = Gateway::start(&config(upstream, &issuer)).await;
+    gw.wait_ready().await;
+    assert_eq!(status_with(&gw, &fresh(key)).await, 200);
+    (gw, path)
+}
+
 #[tokio::test]
 async fn a_watched_jwks_file_is_reloaded_and_a_broken_one_ignored() {
     let first = TestKey::generate("EdDSA", "file-1");
     let second = TestKey::generate("EdDSA", "file-2");
     let upstream = Upstream::echo().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("jwks.json");
-    std::fs::write(&path, jwks(&[&first])).unwrap();
-    let issuer = format!(
-        "  - name: corp\n    issuer: \"{ISSUER}\"\n    audiences: [orders-api]\n    jwks:\n      file: \"{}\"\n      min_refresh_interval: 30s\n",
-        path.display()
-    );
-    let gw = Gateway::start(&config(&upstream, &issuer)).await;
-    gw.wait_ready().await;
-    assert_eq!(status_with(&gw, &fresh(&first)).await, 200);
+    let (gw, path) = start_with_key_file(
+        &upstream,
+        dir.path(),
+        &first,
+        "      min_refresh_interval: 30s\n",
+    )
+    .await;
     std::fs::write(&path, jwks(&[&second])).unwrap();
     eventually("the new key", Duration::from_secs(5), async || {
         status_with(&gw, &fresh(&second)).await == 200
@@ -314,15 +333,7 @@ async fn an_idle_gateway_does_not_keep_rereading_its_key_file() {
     let key = TestKey::generate("EdDSA", "idle");
     let upstream = Upstream::echo().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("jwks.json");
-    std::fs::write(&path, jwks(&[&key])).unwrap();
-    let issuer = format!(
-        "  - name: corp\n    issuer: \"{ISSUER}\"\n    audiences: [orders-api]\n    jwks:\n      file: \"{}\"\n",
-        path.display()
-    );
-    let gw = Gateway::start(&config(&upstream, &issuer)).await;
-    gw.wait_ready().await;
-    assert_eq!(status_with(&gw, &fresh(&key)).await, 200);
+    let (gw, path) = start_with_key_file(&upstream, dir.path(), &key, "").await;
     let reads = async || {
         let text = gw.metrics().await;
         ["ok", "not_modified", "error"]

@@ -5,11 +5,10 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::tokens::{ISSUER, JwksServer, TestKey, claims, issuer_yaml};
-use support::{Gateway, Upstream};
+use support::{Gateway, Upstream, exchange};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -20,45 +19,6 @@ fn config(upstream: &Upstream, server: &str) -> String {
          routes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: app\n    auth: none\n",
         upstream.url()
     )
-}
-
-/// What came back on one connection.
-struct Answer {
-    text: String,
-    /// The gateway closed the connection (within the wait).
-    closed: bool,
-}
-
-impl Answer {
-    fn status(&self) -> Option<u16> {
-        let line = self.text.lines().next()?;
-        line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
-    }
-
-    fn responses(&self) -> usize {
-        self.text.matches("HTTP/1.1 ").count()
-    }
-}
-
-/// Writes `bytes` on a fresh connection, then reads until the gateway closes or `wait` passes.
-async fn exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Answer {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    // The gateway may answer and close before reading everything; that is fine.
-    let _ = stream.write_all(bytes).await;
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut buf = [0u8; 4096];
-    let closed = loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Err(_) => break false,
-            Ok(Ok(0)) | Ok(Err(_)) => break true,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-        }
-    };
-    Answer {
-        text: String::from_utf8_lossy(&out).into_owned(),
-        closed,
-    }
 }
 
 const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";

@@ -293,14 +293,48 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Writes `request` bytes on a fresh connection and reads until the server closes it or
-/// `wait` passes; returns what was read.
-pub async fn raw_request(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
+/// What came back on one connection.
+pub struct Answer {
+    pub text: String,
+    /// The gateway closed the connection (within the wait).
+    pub closed: bool,
+}
+
+impl Answer {
+    pub fn status(&self) -> Option<u16> {
+        let line = self.text.lines().next()?;
+        line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+    }
+
+    pub fn responses(&self) -> usize {
+        self.text.matches("HTTP/1.1 ").count()
+    }
+}
+
+/// Writes `bytes` on a fresh connection, then reads until the gateway closes or `wait` passes.
+pub async fn exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Answer {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
+    // The gateway may answer and close before reading everything; that is fine.
+    let _ = stream.write_all(bytes).await;
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => break false,
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    };
+    Answer {
+        text: String::from_utf8_lossy(&out).into_owned(),
+        closed,
+    }
+}
+
+/// What `exchange` read, as text: for tests that only look at the bytes.
+pub async fn raw_request(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
+    exchange(addr, request, wait).await.text
 }
 
 /// The value of `name` in a Prometheus text exposition line that has all of `labels`.

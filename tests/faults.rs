@@ -13,7 +13,7 @@ use serde_json::json;
 use support::tokens::{ISSUER, JwksServer, Mode, TestKey, claims, issuer_yaml, jwks};
 use support::{Gateway, Upstream, client, eventually, metric_value, status_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// What the scripted upstream does on its first connection; later ones answer `200 ok`.
@@ -51,17 +51,6 @@ impl Drop for Scripted {
     }
 }
 
-async fn read_head(stream: &mut TcpStream) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
 async fn scripted(fault: Fault) -> Scripted {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -71,7 +60,7 @@ async fn scripted(fault: Fault) -> Scripted {
         while let Ok((mut stream, _)) = listener.accept().await {
             let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
             tokio::spawn(async move {
-                read_head(&mut stream).await;
+                support::read_head(&mut stream).await;
                 if !first {
                     let _ = stream.write_all(OK).await;
                     return;

@@ -332,6 +332,20 @@ pub async fn exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Answer 
     }
 }
 
+/// Reads from `stream` until the end of a request or response head; false when the peer
+/// closed (or failed) first.
+pub async fn read_head(stream: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
 /// What `exchange` read, as text: for tests that only look at the bytes.
 pub async fn raw_request(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
     exchange(addr, request, wait).await.text

@@ -17,9 +17,8 @@ pub enum BearerError {
 /// Is every byte one of RFC 6750's b64token (`A-Z a-z 0-9 - . _ ~ + / =`)?
 ///
 /// [`bearer_token`] leaves this to its caller, which runs it only for a token not already in
-/// the verified-token cache (every cached token passed it). One table lookup a byte, with no
-/// early exit for the loop to wait on: a profile of new-token requests showed the per-byte
-/// class tests at about 11 instructions a byte.
+/// the verified-token cache (every cached token passed it). One table lookup a byte and no
+/// early exit: testing each byte's class instead cost about 11 instructions a byte.
 pub fn is_b64token(token: &str) -> bool {
     token
         .bytes()
@@ -29,12 +28,12 @@ pub fn is_b64token(token: &str) -> bool {
 /// `B64TOKEN[b]`: is byte `b` allowed in a b64token.
 static B64TOKEN: [bool; 256] = {
     let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=');
-        b += 1;
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=');
+        i += 1;
     }
     table
 };
@@ -78,9 +77,9 @@ mod tests {
     fn b64token_bytes_are_exactly_rfc_6750s() {
         for b in 0..=255u8 {
             // RFC 6750 §2.1, spelled out.
-            const B64TOKEN: &[u8] =
+            const SPELLED_OUT: &[u8] =
                 b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=";
-            let expected = B64TOKEN.contains(&b);
+            let expected = SPELLED_OUT.contains(&b);
             let Ok(one) = std::str::from_utf8(std::slice::from_ref(&b)) else {
                 continue; // not text, refused by `bearer_token` already
             };

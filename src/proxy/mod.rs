@@ -15,9 +15,9 @@
 
 mod h1;
 pub mod headers;
+pub mod upgrade;
 
 pub use h1::Body;
-pub mod upgrade;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -5,16 +5,13 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::tokens::{ISSUER, JwksServer, Mode, TestKey, claims, issuer_yaml, jwks};
-use support::{Gateway, Upstream, client, eventually, metric_value, status_with};
+use support::{Gateway, RawUpstream, Upstream, client, eventually, metric_value, status_with};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 /// What the scripted upstream does on its first connection; later ones answer `200 ok`.
 #[derive(Clone, Copy, Debug)]
@@ -39,82 +36,54 @@ enum Fault {
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
 
 /// A raw TCP upstream on 127.0.0.1 playing `fault` on its first connection.
-struct Scripted {
-    addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn scripted(fault: Fault) -> Scripted {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counter = connections.clone();
-    let task = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
-            tokio::spawn(async move {
-                support::read_head(&mut stream).await;
-                if !first {
-                    let _ = stream.write_all(OK).await;
-                    return;
-                }
-                match fault {
-                    Fault::Reset => {
-                        stream.set_zero_linger().unwrap();
-                        drop(stream);
-                    }
-                    Fault::HalfClose => {
-                        let _ = stream.shutdown().await;
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                    }
-                    Fault::Hang => tokio::time::sleep(Duration::from_secs(30)).await,
-                    Fault::Noise => {
-                        let _ = stream.write_all(b"\x00\xff\x16\x03garbage\r\n\r\n").await;
-                    }
-                    Fault::ConflictingLengths => {
-                        let _ = stream
-                            .write_all(
-                                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\nok",
-                            )
-                            .await;
-                    }
-                    Fault::ExtraResponse => {
-                        let _ = stream
-                            .write_all(
-                                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\
-                                  HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
-                            )
-                            .await;
-                        // Kept open: were the connection reused, the next request would
-                        // read the second response.
-                        let mut rest = Vec::new();
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(5),
-                            stream.read_to_end(&mut rest),
-                        )
-                        .await;
-                    }
-                    Fault::TruncatedBody => {
-                        let _ = stream
-                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
-                            .await;
-                    }
-                }
-            });
+async fn scripted(fault: Fault) -> RawUpstream {
+    RawUpstream::start(move |mut stream, number| async move {
+        support::read_head(&mut stream).await;
+        if number > 0 {
+            let _ = stream.write_all(OK).await;
+            return;
         }
-    });
-    Scripted {
-        addr,
-        connections,
-        task,
-    }
+        match fault {
+            Fault::Reset => {
+                stream.set_zero_linger().unwrap();
+                drop(stream);
+            }
+            Fault::HalfClose => {
+                let _ = stream.shutdown().await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Fault::Hang => tokio::time::sleep(Duration::from_secs(30)).await,
+            Fault::Noise => {
+                let _ = stream.write_all(b"\x00\xff\x16\x03garbage\r\n\r\n").await;
+            }
+            Fault::ConflictingLengths => {
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\nok",
+                    )
+                    .await;
+            }
+            Fault::ExtraResponse => {
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\
+                          HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
+                    )
+                    .await;
+                // Kept open: were the connection reused, the next request would
+                // read the second response.
+                let mut rest = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+                    .await;
+            }
+            Fault::TruncatedBody => {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+                    .await;
+            }
+        }
+    })
+    .await
 }
 
 fn config(upstream: SocketAddr) -> String {

@@ -2,14 +2,12 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 
-use support::{Gateway, Upstream, client, raw_request};
+use support::{Gateway, RawUpstream, Upstream, client, raw_request};
 
 fn config(upstream: &str, extra_server: &str, routes: &str) -> String {
     format!(
@@ -461,36 +459,27 @@ async fn resource_metadata_is_advertised_in_401_challenges() {
 
 /// A raw HTTP/1.1 upstream that answers each request and then closes the connection without
 /// saying so (no `Connection: close`), as an upstream's idle keep-alive timeout does.
-async fn closing_upstream() -> (
-    std::net::SocketAddr,
-    Arc<AtomicUsize>,
-    tokio::task::JoinHandle<()>,
-) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counted = connections.clone();
-    let task = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                if !support::read_head(&mut stream).await {
-                    return;
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                // Dropped here: closed with no warning.
-            });
+async fn closing_upstream() -> RawUpstream {
+    RawUpstream::start(|mut stream, _| async move {
+        if support::read_head(&mut stream).await {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
         }
-    });
-    (addr, connections, task)
+        // Dropped here: closed with no warning.
+    })
+    .await
 }
 
 #[tokio::test]
 async fn an_upstream_closing_kept_connections_costs_no_request() {
-    let (addr, connections, task) = closing_upstream().await;
-    let gw = Gateway::start(&config(&format!("http://{addr}"), "", PUBLIC_AND_PROTECTED)).await;
+    let upstream = closing_upstream().await;
+    let gw = Gateway::start(&config(
+        &format!("http://{}", upstream.addr),
+        "",
+        PUBLIC_AND_PROTECTED,
+    ))
+    .await;
     let client = client();
     for i in 0..20 {
         let response = client
@@ -504,11 +493,10 @@ async fn an_upstream_closing_kept_connections_costs_no_request() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        connections.load(Ordering::SeqCst),
+        upstream.connections.load(Ordering::SeqCst),
         20,
         "one connection per request"
     );
-    task.abort();
 }
 
 #[tokio::test]

@@ -332,6 +332,45 @@ pub async fn exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Answer 
     }
 }
 
+/// A raw TCP server on 127.0.0.1 for what a well-behaved HTTP server never does: `handle`
+/// gets each accepted connection and its number (0 for the first). Stops when dropped.
+pub struct RawUpstream {
+    pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl RawUpstream {
+    pub async fn start<F, Fut>(handle: F) -> Self
+    where
+        F: Fn(TcpStream, usize) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let number = counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(handle(stream, number));
+            }
+        });
+        Self {
+            addr,
+            connections,
+            task,
+        }
+    }
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Reads from `stream` until the end of a request or response head; false when the peer
 /// closed (or failed) first.
 pub async fn read_head(stream: &mut TcpStream) -> bool {

@@ -206,6 +206,11 @@ async fn a_cached_token_whose_key_left_the_set_is_refused() {
     gw.wait_ready().await;
     let token = fresh(&leaving);
     assert_eq!(status_with(&gw, &token).await, 200);
+    assert_eq!(
+        status_with(&gw, &token).await,
+        200,
+        "verified again, now cached"
+    );
     assert_eq!(status_with(&gw, &token).await, 200, "served from the cache");
     idp.serve(&[&staying]);
     eventually(

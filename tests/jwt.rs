@@ -469,8 +469,9 @@ async fn decisions_and_cache_use_are_counted() {
             &[("result", result)],
         )
     };
-    assert_eq!(cache("hit"), Some(2.0));
-    assert_eq!(cache("miss"), Some(4.0));
+    // A token is cached on its second verification: miss, miss, hit.
+    assert_eq!(cache("hit"), Some(1.0));
+    assert_eq!(cache("miss"), Some(5.0));
     assert_eq!(
         metric_value(&text, "tokengate_jwks_keys", &[("issuer", "corp")]),
         Some(1.0)
@@ -498,9 +499,21 @@ async fn a_cached_token_is_still_checked_against_each_route() {
     let key = TestKey::shared("ES256");
     let s = setup(&[&key], "", ROUTES).await;
     let profile_only = key.token(&claims(json!({"scope": "profile"})));
-    assert_eq!(get(&s.gw, "/any/1", &profile_only).await.status(), 200);
-    // Now cached; a route needing orders.read still refuses it.
+    // Cached on its second verification.
+    for _ in 0..2 {
+        assert_eq!(get(&s.gw, "/any/1", &profile_only).await.status(), 200);
+    }
+    // A route needing orders.read still refuses it, from the cache.
     assert_eq!(get(&s.gw, "/orders/1", &profile_only).await.status(), 403);
+    let text = s.gw.metrics().await;
+    let cache = |result| {
+        metric_value(
+            &text,
+            "tokengate_token_cache_requests_total",
+            &[("result", result)],
+        )
+    };
+    assert_eq!((cache("miss"), cache("hit")), (Some(2.0), Some(1.0)));
 }
 
 #[tokio::test]

@@ -88,6 +88,8 @@ async fn revoking_by_jti_in_a_watched_file_takes_effect_at_once_even_for_cached_
     let s = setup(&format!("  sources:\n    - file: \"{}\"\n", path.display())).await;
     let victim = token(&s.key, "jti-victim", "mallory");
     let bystander = token(&s.key, "jti-bystander", "alice");
+    // Cached on its second verification.
+    assert_eq!(status_with(&s.gw, &victim).await, 200);
     assert_eq!(status_with(&s.gw, &victim).await, 200, "and now cached");
 
     let (stop, failures, traffic) = keep_requesting(&s.gw, bystander.clone());

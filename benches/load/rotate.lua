@@ -1,10 +1,13 @@
 -- wrk script: each request carries the next token of a file, round robin, starting at an
 -- offset (so that rounds of "every token new" do not reuse each other's tokens), and with a
--- third argument "paths" a path of its own as well; the summary
+-- third argument "paths" a path of its own as well; a fourth argument sends each token that
+-- many times in a row (tokengate caches a token on its second verification); the summary
 -- line at the end is JSON (requests/s, latency percentiles in microseconds, errors).
 local tokens = {}
 local index = 0
 local vary_paths = false
+local repeats = 1
+local sent = 0
 
 function init(args)
   local path = args[1]
@@ -15,13 +18,15 @@ function init(args)
   end
   index = tonumber(args[2] or "0") or 0
   vary_paths = args[3] == "paths"
+  repeats = math.max(1, tonumber(args[4] or "1") or 1)
 end
 
 function request()
   if #tokens == 0 then
     return wrk.format("GET", wrk.path)
   end
-  index = index % #tokens + 1
+  if sent % repeats == 0 then index = index % #tokens + 1 end
+  sent = sent + 1
   -- With "paths", every request also has a path of its own (wrk.path .. "/" .. a number).
   local path = vary_paths and (wrk.path .. "/" .. index) or wrk.path
   return wrk.format("GET", path, { ["Authorization"] = "Bearer " .. tokens[index] })

@@ -5,7 +5,8 @@ not the number of requests.
 Starts an nginx upstream and tokengate (one worker) on 127.0.0.1, then runs wrk in phases.
 Requests rotate through a pool of --tokens distinct tokens (by default over five times what
 the cache holds; each phase starts at its own share of the pool) and each has a path of its
-own. After each phase it records tokengate's RSS and the number of metric series on /metrics. The
+own, and is sent twice in a row, so that it is cached (on its second verification) and the
+cache fills. After each phase it records tokengate's RSS and the number of metric series on /metrics. The
 verified-token cache is bounded at about 64 MiB, so RSS climbs while the cache fills and
 then stays flat; after the first phase the series count must not move at all.
 
@@ -62,7 +63,7 @@ def main():
             wrk = ["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{args.duration}s",
                    "-s", str(Path(compare.__file__).with_name("rotate.lua")),
                    f"http://127.0.0.1:{ports['tokengate']}/verified", "--", str(tokens),
-                   str((phase - 1) * share), "paths"]
+                   str((phase - 1) * share), "paths", "2"]
             text = subprocess.run(wrk, capture_output=True, text=True, timeout=args.duration + 120).stdout
             result = json.loads(next(l for l in text.splitlines() if l.startswith("RESULT "))[7:])
             sent += result["requests"]

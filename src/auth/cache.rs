@@ -3,9 +3,18 @@
 //! A hit is used only while the token is unexpired and the key that verified it is still in
 //! its issuer's key set; the route's rules (and revocation) are checked on every request
 //! anyway. Bounded by total weight, so many distinct or large tokens cannot grow it.
+//!
+//! A token is cached the second time it is verified, not the first: a fixed table of recent
+//! first sightings (a "doorkeeper") sits in front. Tokens used once (a flood of fresh tokens,
+//! a batch job minting one per call) then neither push the tokens of regular clients out nor
+//! cost an insertion and an eviction each; a client that reuses its token pays one extra
+//! verification, on its second request.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use foldhash::fast::RandomState;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
@@ -14,9 +23,14 @@ use super::verify::Verified;
 /// About 64 MiB of tokens and claims.
 const CAPACITY_BYTES: u64 = 64 << 20;
 const ESTIMATED_ITEMS: usize = 65_536;
+/// Recent first sightings remembered (8 bytes each): as many as the cache holds tokens.
+const DOORKEEPER_SLOTS: usize = 1 << 16;
 
 pub struct TokenCache {
     cache: Cache<Box<str>, Arc<Verified>, ByteWeight>,
+    /// Hashes of tokens verified once, each in the slot its hash picks; 0 is an empty slot.
+    seen_once: Box<[AtomicU64]>,
+    hasher: RandomState,
 }
 
 #[derive(Clone)]
@@ -33,6 +47,8 @@ impl TokenCache {
     pub fn new() -> Self {
         Self {
             cache: Cache::with_weighter(ESTIMATED_ITEMS, CAPACITY_BYTES, ByteWeight),
+            seen_once: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            hasher: RandomState::default(),
         }
     }
 
@@ -40,8 +56,21 @@ impl TokenCache {
         self.cache.get(token)
     }
 
-    pub fn insert(&self, token: &str, verified: Arc<Verified>) {
-        self.cache.insert(token.into(), verified);
+    /// Caches `token` if it was verified before, recently; otherwise remembers that it has
+    /// been now. Returns whether it was cached.
+    pub fn offer(&self, token: &str, verified: Arc<Verified>) -> bool {
+        // Never 0, so that an empty slot matches no token.
+        let hash = self.hasher.hash_one(token) | 1;
+        let slot = &self.seen_once[hash as usize % DOORKEEPER_SLOTS];
+        // Relaxed: a lost race only means one more verification before the token is cached.
+        if slot.load(Ordering::Relaxed) == hash {
+            slot.store(0, Ordering::Relaxed);
+            self.cache.insert(token.into(), verified);
+            true
+        } else {
+            slot.store(hash, Ordering::Relaxed);
+            false
+        }
     }
 
     pub fn remove(&self, token: &str) {
@@ -52,5 +81,43 @@ impl TokenCache {
 impl Default for TokenCache {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verified() -> Arc<Verified> {
+        Arc::new(Verified {
+            issuer: 0,
+            claims: serde_json::Map::new(),
+            scopes: Vec::new(),
+            expires: f64::MAX,
+            key_fingerprint: 1,
+            iat: None,
+        })
+    }
+
+    #[test]
+    fn a_token_is_cached_on_its_second_verification() {
+        let cache = TokenCache::new();
+        assert!(!cache.offer("a.b.c", verified()));
+        assert!(cache.get("a.b.c").is_none());
+        assert!(cache.offer("a.b.c", verified()));
+        assert!(cache.get("a.b.c").is_some());
+    }
+
+    #[test]
+    fn tokens_used_once_do_not_push_out_cached_ones() {
+        let cache = TokenCache::new();
+        cache.offer("regular", verified());
+        cache.offer("regular", verified());
+        // Twice the cache's weight in single-use tokens.
+        let padding = "x".repeat(4096);
+        for i in 0..2 * CAPACITY_BYTES / 8192 {
+            assert!(!cache.offer(&format!("fresh-{i}-{padding}"), verified()));
+        }
+        assert!(cache.get("regular").is_some());
     }
 }

@@ -115,8 +115,6 @@ mod tests {
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             expires: 0.0,
             key_fingerprint: 0,
-            jti: None,
-            sub: None,
             iat: None,
         }
     }

@@ -18,6 +18,7 @@ Writes target/bench-load/soak.json and prints a table. Needs what compare.py nee
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -88,4 +89,6 @@ def main():
 
 
 if __name__ == "__main__":
+    # On SIGTERM, unwind as on Ctrl-C, so that every process started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     main()

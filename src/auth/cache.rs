@@ -12,7 +12,7 @@
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use foldhash::fast::RandomState;
 use quick_cache::Weighter;
@@ -23,15 +23,23 @@ use super::verify::Verified;
 /// About 64 MiB of tokens and claims.
 const CAPACITY_BYTES: u64 = 64 << 20;
 const ESTIMATED_ITEMS: usize = 65_536;
-/// Recent first sightings remembered (8 bytes each): as many as the cache holds tokens.
-const DOORKEEPER_SLOTS: usize = 1 << 16;
+/// Recent first sightings remembered, 8 bytes each: as many as the cache holds tokens.
+const DOORKEEPER_BUCKETS: usize = (1 << 16) / WAYS;
+/// Slots in a bucket: one cache line. A token can sit in any slot of its bucket, so that two
+/// tokens used in turn whose hashes pick the same bucket do not keep displacing each other.
+const WAYS: usize = 8;
 
 pub struct TokenCache {
     cache: Cache<Box<str>, Arc<Verified>, ByteWeight>,
-    /// Hashes of tokens verified once, each in the slot its hash picks; 0 is an empty slot.
-    seen_once: Box<[AtomicU64]>,
+    /// Hashes of tokens verified once, in the bucket their hash picks; 0 is an empty slot.
+    seen_once: Box<[Bucket]>,
     hasher: RandomState,
+    /// Which slot of a full bucket gives way next.
+    victim: AtomicUsize,
 }
+
+#[repr(align(64))]
+struct Bucket([AtomicU64; WAYS]);
 
 #[derive(Clone)]
 struct ByteWeight;
@@ -47,8 +55,11 @@ impl TokenCache {
     pub fn new() -> Self {
         Self {
             cache: Cache::with_weighter(ESTIMATED_ITEMS, CAPACITY_BYTES, ByteWeight),
-            seen_once: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            seen_once: (0..DOORKEEPER_BUCKETS)
+                .map(|_| Bucket(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
             hasher: RandomState::default(),
+            victim: AtomicUsize::new(0),
         }
     }
 
@@ -61,16 +72,20 @@ impl TokenCache {
     pub fn offer(&self, token: &str, verified: Arc<Verified>) -> bool {
         // Never 0, so that an empty slot matches no token.
         let hash = self.hasher.hash_one(token) | 1;
-        let slot = &self.seen_once[hash as usize % DOORKEEPER_SLOTS];
-        // Relaxed: a lost race only means one more verification before the token is cached.
-        if slot.load(Ordering::Relaxed) == hash {
+        let Bucket(slots) = &self.seen_once[(hash >> 32) as usize % DOORKEEPER_BUCKETS];
+        // Relaxed throughout: a lost race only means one more verification before the token
+        // is cached, or a token cached one verification early.
+        if let Some(slot) = slots.iter().find(|s| s.load(Ordering::Relaxed) == hash) {
             slot.store(0, Ordering::Relaxed);
             self.cache.insert(token.into(), verified);
-            true
-        } else {
-            slot.store(hash, Ordering::Relaxed);
-            false
+            return true;
         }
+        let slot = slots
+            .iter()
+            .find(|s| s.load(Ordering::Relaxed) == 0)
+            .unwrap_or_else(|| &slots[self.victim.fetch_add(1, Ordering::Relaxed) % WAYS]);
+        slot.store(hash, Ordering::Relaxed);
+        false
     }
 
     pub fn remove(&self, token: &str) {
@@ -106,6 +121,21 @@ mod tests {
         assert!(cache.get("a.b.c").is_none());
         assert!(cache.offer("a.b.c", verified()));
         assert!(cache.get("a.b.c").is_some());
+    }
+
+    #[test]
+    fn every_token_of_a_set_used_in_turn_is_cached_after_a_few_rounds() {
+        let cache = TokenCache::new();
+        let tokens: Vec<String> = (0..10_000).map(|i| format!("token-{i}")).collect();
+        for _ in 0..4 {
+            for token in &tokens {
+                if cache.get(token).is_none() {
+                    cache.offer(token, verified());
+                }
+            }
+        }
+        let missing = tokens.iter().filter(|t| cache.get(t).is_none()).count();
+        assert_eq!(missing, 0);
     }
 
     #[test]

@@ -55,7 +55,7 @@ def main():
     procs = compare.Processes()
     rows = []
     try:
-        gateway, _ready = compare.start_targets(work, procs, ports)
+        gateway, _ready, _pids = compare.start_targets(work, procs, ports)
         rows.append({"phase": 0, "requests": 0, "rss_kib": compare.rss_kib(gateway.pid),
                      "series": series(ports["tokengate_admin"])})
         sent = 0

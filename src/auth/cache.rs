@@ -69,7 +69,7 @@ impl TokenCache {
 
     /// Caches `token` if it was verified before, recently; otherwise remembers that it has
     /// been now. Returns whether it was cached.
-    pub fn offer(&self, token: &str, verified: Arc<Verified>) -> bool {
+    pub fn offer(&self, token: &str, verified: &Arc<Verified>) -> bool {
         // Never 0, so that an empty slot matches no token.
         let hash = self.hasher.hash_one(token) | 1;
         let Bucket(slots) = &self.seen_once[(hash >> 32) as usize % DOORKEEPER_BUCKETS];
@@ -77,7 +77,7 @@ impl TokenCache {
         // is cached, or a token cached one verification early.
         if let Some(slot) = slots.iter().find(|s| s.load(Ordering::Relaxed) == hash) {
             slot.store(0, Ordering::Relaxed);
-            self.cache.insert(token.into(), verified);
+            self.cache.insert(token.into(), verified.clone());
             return true;
         }
         let slot = slots
@@ -110,6 +110,8 @@ mod tests {
             scopes: Vec::new(),
             expires: f64::MAX,
             key_fingerprint: 1,
+            jti: None,
+            sub: None,
             iat: None,
         })
     }
@@ -117,9 +119,9 @@ mod tests {
     #[test]
     fn a_token_is_cached_on_its_second_verification() {
         let cache = TokenCache::new();
-        assert!(!cache.offer("a.b.c", verified()));
+        assert!(!cache.offer("a.b.c", &verified()));
         assert!(cache.get("a.b.c").is_none());
-        assert!(cache.offer("a.b.c", verified()));
+        assert!(cache.offer("a.b.c", &verified()));
         assert!(cache.get("a.b.c").is_some());
     }
 
@@ -130,7 +132,7 @@ mod tests {
         for _ in 0..4 {
             for token in &tokens {
                 if cache.get(token).is_none() {
-                    cache.offer(token, verified());
+                    cache.offer(token, &verified());
                 }
             }
         }
@@ -141,12 +143,12 @@ mod tests {
     #[test]
     fn tokens_used_once_do_not_push_out_cached_ones() {
         let cache = TokenCache::new();
-        cache.offer("regular", verified());
-        cache.offer("regular", verified());
+        cache.offer("regular", &verified());
+        cache.offer("regular", &verified());
         // Twice the cache's weight in single-use tokens.
         let padding = "x".repeat(4096);
         for i in 0..2 * CAPACITY_BYTES / 8192 {
-            assert!(!cache.offer(&format!("fresh-{i}-{padding}"), verified()));
+            assert!(!cache.offer(&format!("fresh-{i}-{padding}"), &verified()));
         }
         assert!(cache.get("regular").is_some());
     }

@@ -174,7 +174,7 @@ pub async fn authenticate(
             match verify::verify(token, issuers, rules.issuers.as_deref(), now).await {
                 Ok(v) => {
                     let v = Arc::new(v);
-                    cache.offer(token, v.clone());
+                    cache.offer(token, &v);
                     v
                 }
                 Err((failure, issuer)) => {
@@ -210,9 +210,11 @@ pub async fn authenticate(
     let issuer = Some(verified.issuer);
     // After the cache, on every request: a revocation takes effect for cached tokens at once.
     if let Some(revocations) = revocations
-        && revocations
-            .current()
-            .is_revoked(verified.jti(), verified.sub(), verified.iat)
+        && revocations.current().is_revoked(
+            verified.jti.as_deref(),
+            verified.sub.as_deref(),
+            verified.iat,
+        )
     {
         return refuse(
             Rejection::InvalidToken("the token has been revoked"),

@@ -115,6 +115,8 @@ mod tests {
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             expires: 0.0,
             key_fingerprint: 0,
+            jti: None,
+            sub: None,
             iat: None,
         }
     }

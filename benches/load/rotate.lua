@@ -1,7 +1,8 @@
 -- wrk script: each request carries the next token of a file, round robin, starting at an
 -- offset (so that rounds of "every token new" do not reuse each other's tokens), and with a
 -- third argument "paths" a path of its own as well; a fourth argument sends each token that
--- many times in a row (tokengate caches a token on its second verification); the summary
+-- many times in a row (tokengate caches a token on its second verification); a fifth makes
+-- each connection pause that many milliseconds before its next request (a paced load); the summary
 -- line at the end is JSON (requests/s, latency percentiles in microseconds, errors).
 local tokens = {}
 local index = 0
@@ -19,6 +20,10 @@ function init(args)
   index = tonumber(args[2] or "0") or 0
   vary_paths = args[3] == "paths"
   repeats = math.max(1, tonumber(args[4] or "1") or 1)
+  local pause = tonumber(args[5] or "")
+  if pause then
+    delay = function() return pause end
+  end
 end
 
 function request()

@@ -1,5 +1,7 @@
 //! A route's rules on a verified token: `scopes.all_of`, `scopes.any_of`, and exact `claims`.
 
+use std::fmt;
+
 use serde_json::{Map, Value};
 
 use super::verify::Verified;
@@ -33,7 +35,7 @@ pub fn check(rules: &AuthRules, token: &Verified) -> Result<(), Unmet> {
     let claims_met = rules
         .claims
         .iter()
-        .all(|(name, wanted)| claim(&token.claims, name).is_some_and(|v| matches(v, wanted)));
+        .all(|(path, wanted)| path.find(&token.claims).is_some_and(|v| matches(v, wanted)));
     if !claims_met {
         // RFC 6750 §3: name what the route needs; a claim's value is never echoed.
         return Err(Unmet {
@@ -43,32 +45,57 @@ pub fn check(rules: &AuthRules, token: &Verified) -> Result<(), Unmet> {
     Ok(())
 }
 
-/// A claim by exact name, else by dotted path (`realm_access.roles`).
-pub fn claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    claims.get(name).or_else(|| {
-        let path: Vec<String> = name.split('.').map(str::to_owned).collect();
-        if path.len() > 1 {
-            lookup(claims, &path)
-        } else {
-            None
-        }
-    })
+/// A claim the config names: found by its exact name first, so that names containing dots
+/// (`https://example.com/roles`) work, else, for a dotted name, by walking the path
+/// (`realm_access.roles`). Split once when the config is loaded, not on every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimPath {
+    name: String,
+    /// The name split on dots; one segment when it has none.
+    segments: Box<[String]>,
 }
 
-/// The value at `path` (segments), trying the whole joined name first so that claim names
-/// containing dots (`https://example.com/roles`) work too.
-pub fn lookup<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
-    if path.len() > 1
-        && let Some(v) = claims.get(&path.join("."))
-    {
-        return Some(v);
+impl ClaimPath {
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            segments: name.split('.').map(str::to_owned).collect(),
+        }
     }
-    let (first, rest) = path.split_first()?;
-    let mut value = claims.get(first)?;
-    for segment in rest {
-        value = value.as_object()?.get(segment)?;
+
+    /// The name as configured.
+    pub fn as_str(&self) -> &str {
+        &self.name
     }
-    Some(value)
+
+    /// Whether every dot-separated segment has a name (`a..b` and `.a` have not).
+    pub fn is_well_formed(&self) -> bool {
+        self.segments.iter().all(|s| !s.is_empty())
+    }
+
+    /// The claim's value in `claims`, if it has one.
+    pub fn find<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a Value> {
+        if let Some(value) = claims.get(&self.name) {
+            return Some(value);
+        }
+        let [first, rest @ ..] = &self.segments[..] else {
+            return None;
+        };
+        if rest.is_empty() {
+            return None;
+        }
+        let mut value = claims.get(first)?;
+        for segment in rest {
+            value = value.as_object()?.get(segment)?;
+        }
+        Some(value)
+    }
+}
+
+impl fmt::Display for ClaimPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
 }
 
 /// Equal, or, for an array claim, holding the wanted value.
@@ -128,7 +155,7 @@ mod tests {
             any_of: any_of.iter().map(|s| s.to_string()).collect(),
             claims: claims
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
+                .map(|(k, v)| (ClaimPath::new(k), v.clone()))
                 .collect(),
         }
     }
@@ -173,6 +200,25 @@ mod tests {
         assert!(ok("org.id", ClaimValue::String("o1".into())));
         assert!(ok("https://x.example/role", ClaimValue::String("r".into())));
         assert!(!ok("missing", ClaimValue::Bool(true)));
+    }
+
+    #[test]
+    fn claim_paths_try_the_exact_name_before_walking_the_dots() {
+        let claims = serde_json::json!({
+            "a.b": "exact", "a": {"b": "walked", "c": 1}, "s": "text", "x": {"y": {"z": true}}
+        });
+        let claims = claims.as_object().unwrap();
+        let find = |name: &str| ClaimPath::new(name).find(claims).cloned();
+        assert_eq!(find("a.b"), Some(serde_json::json!("exact")));
+        assert_eq!(find("a.c"), Some(serde_json::json!(1)));
+        assert_eq!(find("x.y.z"), Some(serde_json::json!(true)));
+        assert_eq!(find("s.t"), None, "a string has no members");
+        assert_eq!(find("a.missing"), None);
+        assert_eq!(find("b"), None);
+        assert!(ClaimPath::new("realm_access.roles").is_well_formed());
+        for bad in ["", ".a", "a.", "a..b"] {
+            assert!(!ClaimPath::new(bad).is_well_formed(), "{bad:?}");
+        }
     }
 
     use proptest::prelude::*;

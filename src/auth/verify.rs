@@ -17,10 +17,14 @@ use serde_json::{Map, Value};
 use super::Issuers;
 use super::json::parse_strict;
 use super::keys::{KeySet, parse_algorithm};
-use super::rules::lookup;
 
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The longest signature of any key we accept: RSA with an 8192-bit modulus.
+const MAX_SIGNATURE_BYTES: usize = 8192 / 8;
+/// Room for that, and for base64's estimate of a decoded length, which can exceed it by two.
+const SIGNATURE_BUFFER: usize = MAX_SIGNATURE_BYTES + 8;
 
 /// A token whose signature, issuer, audience and dates were all found good.
 #[derive(Debug)]
@@ -151,7 +155,7 @@ pub async fn verify(
         )));
     }
 
-    let scopes = scopes_of(&claims, &config.scopes_claim);
+    let scopes = scopes_of(config.scopes_claim.find(&claims));
     let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
     Ok(Verified {
         issuer: index,
@@ -262,15 +266,24 @@ fn verify_signature(
     message: &str,
     signature: &str,
 ) -> Option<u64> {
-    let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+    let mut buffer = [0; SIGNATURE_BUFFER];
+    let signature = decode_signature(signature, &mut buffer)?;
     keys.candidates(kid, alg)
-        .find(|key| key.verify(alg, message.as_bytes(), &signature))
+        .find(|key| key.verify(alg, message.as_bytes(), signature))
         .map(|key| key.fingerprint)
 }
 
-/// Scopes at `path`: a space-separated string (`scope`) or an array of strings (`scp`, roles).
-fn scopes_of(claims: &Map<String, Value>, path: &[String]) -> Vec<String> {
-    match lookup(claims, path) {
+/// Decodes a signature onto the stack (nothing keeps it, so nothing allocates it); `None`
+/// when it is not base64url or is longer than any key we accept makes.
+fn decode_signature<'b>(b64: &str, buffer: &'b mut [u8; SIGNATURE_BUFFER]) -> Option<&'b [u8]> {
+    let length = URL_SAFE_NO_PAD.decode_slice(b64, buffer).ok()?;
+    (length <= MAX_SIGNATURE_BYTES).then(|| &buffer[..length])
+}
+
+/// Scopes from the scopes claim: a space-separated string (`scope`) or an array of strings
+/// (`scp`, roles).
+fn scopes_of(claim: Option<&Value>) -> Vec<String> {
+    match claim {
         Some(Value::String(s)) => s.split_ascii_whitespace().map(str::to_owned).collect(),
         Some(Value::Array(items)) => items
             .iter()
@@ -283,6 +296,7 @@ fn scopes_of(claims: &Map<String, Value>, path: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::rules::ClaimPath;
 
     #[test]
     fn typ_values_of_jwts_are_accepted_and_others_refused() {
@@ -316,6 +330,25 @@ mod tests {
     }
 
     #[test]
+    fn signatures_up_to_the_longest_a_key_makes_are_decoded_and_longer_ones_refused() {
+        let mut buffer = [0; SIGNATURE_BUFFER];
+        for length in [1, 64, 256, 512, 1023, MAX_SIGNATURE_BYTES] {
+            let bytes: Vec<u8> = (0..length).map(|i| i as u8).collect();
+            let b64 = URL_SAFE_NO_PAD.encode(&bytes);
+            assert_eq!(
+                decode_signature(&b64, &mut buffer),
+                Some(&bytes[..]),
+                "{length}"
+            );
+        }
+        for length in [MAX_SIGNATURE_BYTES + 1, SIGNATURE_BUFFER, 64 * 1024] {
+            let b64 = URL_SAFE_NO_PAD.encode(vec![7; length]);
+            assert_eq!(decode_signature(&b64, &mut buffer), None, "{length}");
+        }
+        assert_eq!(decode_signature("not base64!", &mut buffer), None);
+    }
+
+    #[test]
     fn scopes_come_from_strings_or_arrays() {
         let claims = serde_json::json!({
             "scope": "a b  c",
@@ -323,12 +356,11 @@ mod tests {
             "realm_access": {"roles": ["admin"]}
         });
         let claims = claims.as_object().unwrap();
-        assert_eq!(scopes_of(claims, &["scope".into()]), ["a", "b", "c"]);
-        assert_eq!(scopes_of(claims, &["scp".into()]), ["x", "y"]);
-        assert_eq!(
-            scopes_of(claims, &["realm_access".into(), "roles".into()]),
-            ["admin"]
-        );
-        assert!(scopes_of(claims, &["missing".into()]).is_empty());
+        let at = |path: &str| scopes_of(ClaimPath::new(path).find(claims));
+        assert_eq!(at("scope"), ["a", "b", "c"]);
+        assert_eq!(at("scp"), ["x", "y"]);
+        assert_eq!(at("realm_access.roles"), ["admin"]);
+        assert!(at("missing").is_empty());
+        assert!(at("realm_access.missing").is_empty());
     }
 }

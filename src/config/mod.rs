@@ -18,6 +18,7 @@ use http::header::HeaderName;
 use http::uri::{Authority, Scheme};
 use ipnet::IpNet;
 
+pub use crate::auth::rules::ClaimPath;
 pub use duration::HumanDuration;
 pub use validate::check_referenced_files;
 
@@ -70,8 +71,8 @@ pub struct Issuer {
     /// Empty means "the asymmetric algorithms of the keys".
     pub algorithms: Vec<String>,
     pub leeway: Duration,
-    /// The claim path holding scopes, split on dots (`realm_access.roles`).
-    pub scopes_claim: Vec<String>,
+    /// The claim holding scopes (`scope`, `scp`, `realm_access.roles`).
+    pub scopes_claim: ClaimPath,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,7 +169,7 @@ pub struct AuthRules {
     pub issuers: Option<Vec<usize>>,
     pub all_of: Vec<String>,
     pub any_of: Vec<String>,
-    pub claims: Vec<(String, ClaimValue)>,
+    pub claims: Vec<(ClaimPath, ClaimValue)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -181,7 +182,7 @@ pub enum ClaimValue {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Forward {
     /// (claim, header) pairs.
-    pub claims_to_headers: Vec<(String, HeaderName)>,
+    pub claims_to_headers: Vec<(ClaimPath, HeaderName)>,
     pub strip_authorization: bool,
 }
 

@@ -337,8 +337,8 @@ fn issuer(cx: &Ctx, at: Location, i: usize, raw: RawIssuer) -> Result<Issuer, Co
             ));
         }
     }
-    let scopes_claim: Vec<String> = raw.scopes_claim.split('.').map(str::to_owned).collect();
-    if scopes_claim.iter().any(String::is_empty) {
+    let scopes_claim = ClaimPath::new(&raw.scopes_claim);
+    if !scopes_claim.is_well_formed() {
         return Err(cx.err(
             at,
             field("scopes_claim"),
@@ -697,7 +697,7 @@ fn auth_rules(
                 RawClaimValue::Integer(n) => ClaimValue::Integer(n),
                 RawClaimValue::String(s) => ClaimValue::String(s),
             };
-            (k, v)
+            (ClaimPath::new(&k), v)
         })
         .collect();
     Ok(AuthRules {
@@ -738,7 +738,7 @@ fn forward(cx: &Ctx, at: Location, i: usize, raw: RawForward) -> Result<Forward,
                 "map each header from one claim",
             ));
         }
-        claims_to_headers.push((claim, name));
+        claims_to_headers.push((ClaimPath::new(&claim), name));
     }
     Ok(Forward {
         claims_to_headers,

@@ -40,7 +40,8 @@ fn verification(c: &mut Criterion) {
     let yaml = format!(
         "issuers:\n  - name: corp\n    issuer: \"{}\"\n    audiences: [{}]\n    jwks: {{ file: \"{}\" }}\n\
          upstreams:\n  app:\n    endpoints: [\"http://127.0.0.1:9\"]\n\
-         routes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    upstream: app\n    auth:\n      scopes: {{ all_of: [orders.read] }}\n",
+         routes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    upstream: app\n    auth:\n      scopes: {{ all_of: [orders.read] }}\n\
+           \x20\x20- name: billing\n    match: {{ path_prefix: /billing }}\n    upstream: app\n    auth:\n      scopes: {{ all_of: [orders.read] }}\n      claims: {{ org.tier: gold, realm_access.roles: billing }}\n",
         keys::ISSUER,
         keys::AUDIENCE,
         dir.path().join("jwks.json").display()
@@ -49,7 +50,10 @@ fn verification(c: &mut Criterion) {
     let metrics = Metrics::new();
     let issuers = Issuers::start(&config.issuers, &metrics).unwrap();
     let route = &config.routes[0];
-    let token_claims = claims(json!({"scope": "orders.read profile", "exp": keys::now() + 86_400}));
+    let token_claims = claims(json!({
+        "scope": "orders.read profile", "exp": keys::now() + 86_400,
+        "org": {"tier": "gold"}, "realm_access": {"roles": ["staff", "billing"]}
+    }));
 
     let mut cold = c.benchmark_group("verify/cold");
     for key in &keys {
@@ -99,16 +103,21 @@ fn verification(c: &mut Criterion) {
         AUTHORIZATION,
         HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
     );
-    let hit = |headers: &HeaderMap| {
+    let hit = |headers: &HeaderMap, route| {
         let outcome =
             runtime.block_on(authenticate(headers, route, &issuers, &cache, None, |_| {}));
         assert!(outcome.result.is_ok());
     };
     // Cached on its second verification.
-    hit(&headers);
-    hit(&headers);
+    hit(&headers, route);
+    hit(&headers, route);
     c.bench_function("verify/warm_cache_hit_with_route_rules", |b| {
-        b.iter(|| hit(black_box(&headers)))
+        b.iter(|| hit(black_box(&headers), route))
+    });
+    // The same, on a route that also checks two claims by dotted path.
+    let billing = &config.routes[1];
+    c.bench_function("verify/warm_cache_hit_with_dotted_claim_rules", |b| {
+        b.iter(|| hit(black_box(&headers), billing))
     });
 }
 

@@ -485,6 +485,14 @@ def main():
             if by_rps > 0:
                 ratios[f"tokengate {alg} every token new, the same read from throughput (1/rps N=new - 1/rps N=1)"] = \
                     (1 / by_rps) / verify_limit[alg]
+            # The same measure for HAProxy, whose signature check is OpenSSL's own code: a
+            # yardstick for what verifying under this load costs beyond `openssl speed`. It
+            # has no cache, so its proxying is the plain proxy (bare requests: a little less
+            # work than relaying tokens, so its figure comes out a little low).
+            peer = cpu(f"haproxy jwt_verify {alg} N=new") - cpu("haproxy plain proxy")
+            if peer > 0:
+                ratios[f"haproxy jwt_verify {alg} every token new, the same measure (beyond its plain proxying), for comparison"] = \
+                    1e6 / peer / verify_limit[alg]
     report = {
         "machine": {"cpus": os.cpu_count(), "note": "proxy on CPU 0; wrk and the upstream on CPU 1"},
         "settings": vars(args),

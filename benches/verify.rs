@@ -40,8 +40,8 @@ fn verification(c: &mut Criterion) {
     let yaml = format!(
         "issuers:\n  - name: corp\n    issuer: \"{}\"\n    audiences: [{}]\n    jwks: {{ file: \"{}\" }}\n\
          upstreams:\n  app:\n    endpoints: [\"http://127.0.0.1:9\"]\n\
-         routes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    upstream: app\n    auth:\n      scopes: {{ all_of: [orders.read] }}\n\
-           \x20\x20- name: billing\n    match: {{ path_prefix: /billing }}\n    upstream: app\n    auth:\n      scopes: {{ all_of: [orders.read] }}\n      claims: {{ org.tier: gold, realm_access.roles: billing }}\n",
+         routes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    upstream: app\n    auth:\n      scopes: {{ all_of: [orders.read] }}\n  - name: billing\
+         \n    match: {{ path_prefix: /billing }}\n    upstream: app\n    auth:\n      scopes: {{ all_of: [orders.read] }}\n      claims: {{ org.tier: gold, realm_access.roles: billing }}\n",
         keys::ISSUER,
         keys::AUDIENCE,
         dir.path().join("jwks.json").display()

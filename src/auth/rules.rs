@@ -47,7 +47,8 @@ pub fn check(rules: &AuthRules, token: &Verified) -> Result<(), Unmet> {
 
 /// A claim the config names: found by its exact name first, so that names containing dots
 /// (`https://example.com/roles`) work, else, for a dotted name, by walking the path
-/// (`realm_access.roles`). Split once when the config is loaded, not on every request.
+/// (`realm_access.roles`). Split once when the config is loaded: splitting on every request
+/// costs 50-70 ns more for a route with two dotted claims (`verify/warm_cache_hit_with_dotted_claim_rules`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimPath {
     name: String,
@@ -61,11 +62,6 @@ impl ClaimPath {
             name: name.to_owned(),
             segments: name.split('.').map(str::to_owned).collect(),
         }
-    }
-
-    /// The name as configured.
-    pub fn as_str(&self) -> &str {
-        &self.name
     }
 
     /// Whether every dot-separated segment has a name (`a..b` and `.a` have not).

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Instructions per request on tokengate's hot path, and where they go, from callgrind.
+
+Starts an nginx upstream (`return 200`) on 127.0.0.1 and tokengate (one worker) under
+`valgrind --tool=callgrind` twice, sending 1 000 and then 11 000 requests through h2load.
+The difference of the two runs, divided by 10 000, is the cost of one request with start-up
+and shutdown cancelled out; it is reported in total and per function (self cost), top first.
+
+    python3 benches/load/profile.py                      # a cached RS256 token
+    python3 benches/load/profile.py --path /plain        # the anonymous route
+    python3 benches/load/profile.py --binary OLD/tokengate --top 20
+
+Instruction counts are repeatable to about 0.5 % from run to run, unlike timings on a shared
+machine, which is what makes two builds comparable. Needs valgrind, nginx and h2load (Debian:
+valgrind nginx-light nghttp2-client). Every process it starts is stopped by PID.
+"""
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare  # noqa: E402  (keys, tokens, ports and process handling are shared)
+
+RUNS = (1_000, 11_000)
+SYMBOL = re.compile(r"\s*([\d,]+) \([^)]*\)\s+(\S.*?) \[")
+
+
+def self_costs(profile: Path) -> dict:
+    """Self instructions per function in a callgrind output file."""
+    text = subprocess.run(["callgrind_annotate", "--threshold=100", str(profile)],
+                          capture_output=True, text=True, check=True).stdout
+    costs = {}
+    for line in text.splitlines():
+        if match := SYMBOL.match(line):
+            name = match.group(2)
+            costs[name] = costs.get(name, 0) + int(match.group(1).replace(",", ""))
+    return costs
+
+
+def profile_once(binary: str, config: Path, port: int, url: str, token: str | None,
+                 requests: int, out: Path, procs: compare.Processes) -> Path:
+    profile = out / f"callgrind.{requests}"
+    gateway = procs.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={profile}",
+                           binary, "serve", "--config", str(config)],
+                          cpu=0, env={"TOKIO_WORKER_THREADS": "1", "RUST_LOG": "warn"},
+                          log=out / f"tokengate.{requests}.log")
+    compare.wait_port(port, timeout=60)
+    command = ["taskset", "-c", "1", "h2load", "--h1", "-n", str(requests), "-c", "8", "-t", "1"]
+    if token:
+        command += ["-H", f"Authorization: Bearer {token}"]
+    result = subprocess.run([*command, url], capture_output=True, text=True, timeout=600)
+    status = next((l for l in result.stdout.splitlines() if "status codes" in l), "no answer")
+    if f"{requests} 2xx" not in status:
+        sys.exit(f"not every request succeeded ({status}); see {out}/tokengate.{requests}.log")
+    gateway.send_signal(2)  # SIGINT: valgrind writes the profile as tokengate exits
+    gateway.wait(timeout=120)
+    return profile
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--binary", default=str(compare.ROOT / "target/release/tokengate"))
+    parser.add_argument("--path", default="/verified",
+                        help="/verified (a cached RS256 token) or /plain (anonymous)")
+    parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--out", default=str(compare.ROOT / "target/bench-load/profile"))
+    args = parser.parse_args()
+    for tool in ["valgrind", "callgrind_annotate", "nginx", "h2load", "taskset"]:
+        if not subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).stdout:
+            sys.exit(f"missing {tool}: apt-get install valgrind nginx-light nghttp2-client util-linux")
+    if not Path(args.binary).exists():
+        sys.exit(f"{args.binary} not found: cargo build --release")
+    compare.need_python_packages()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = compare.ROOT / "target/bench-load/work"
+    work.mkdir(parents=True, exist_ok=True)
+    compare.Keys(work)
+    token = compare.tokens_file(work, "RS256", 1).read_text().split()[0]
+    upstream, port = compare.free_port(), compare.free_port()
+    config = Path(tempfile.mkdtemp(dir=out)) / "tokengate.yaml"
+    (config.parent / "upstream.conf").write_text(f"""
+daemon off; worker_processes 1; pid {config.parent}/upstream.pid; error_log stderr;
+events {{ worker_connections 1024; }}
+http {{ access_log off; keepalive_requests 10000000;
+  server {{ listen 127.0.0.1:{upstream}; location / {{ return 200 "ok\\n"; }} }} }}
+""")
+    config.write_text(f"""
+server: {{ listen: "127.0.0.1:{port}" }}
+admin: {{ listen: "127.0.0.1:{compare.free_port()}" }}
+issuers:
+  - name: bench
+    issuer: "{compare.ISSUER}"
+    audiences: [{compare.AUDIENCE}]
+    jwks: {{ file: "{work}/jwks.json" }}
+upstreams: {{ app: {{ endpoints: ["http://127.0.0.1:{upstream}"] }} }}
+routes:
+  - {{ name: plain, match: {{ path_prefix: /plain }}, upstream: app, auth: none }}
+  - name: verified
+    match: {{ path_prefix: /verified }}
+    upstream: app
+    auth: {{ scopes: {{ all_of: [orders.read] }} }}
+""")
+    procs = compare.Processes()
+    try:
+        procs.start(["nginx", "-c", str(config.parent / "upstream.conf"), "-e", "stderr"], cpu=1)
+        compare.wait_port(upstream)
+        url = f"http://127.0.0.1:{port}{args.path}"
+        token = token if args.path.startswith("/verified") else None
+        short, long = (profile_once(args.binary, config, port, url, token, n, out, procs)
+                       for n in RUNS)
+    finally:
+        procs.stop()
+
+    before, after = self_costs(short), self_costs(long)
+    per_request = RUNS[1] - RUNS[0]
+    total = (sum(after.values()) - sum(before.values())) / per_request
+    rows = sorted(((cost - before.get(name, 0)) / per_request, name) for name, cost in after.items())
+    print(f"{args.binary} {args.path}: {total:,.0f} instructions a request")
+    for cost, name in reversed(rows[-args.top:]):
+        print(f"{cost:8,.0f} {100 * cost / total:5.1f} %  {name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -44,21 +44,22 @@ ISSUER = "https://idp.bench.local"
 AUDIENCE = "orders-api"
 
 
-def need_python_packages():
+def need_python_packages(modules=("cryptography", "matplotlib")):
     missing = []
-    for module, package in [("cryptography", "cryptography"), ("matplotlib", "matplotlib")]:
+    for module in modules:
         try:
             __import__(module)
         except ImportError:
-            missing.append(package)
+            missing.append(module)
     if missing:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
 
 
-def need_tools():
-    missing = [t for t in ["wrk", "nginx", "haproxy", "openssl", "taskset"] if not shutil.which(t)]
+def need_tools(tools=("wrk", "nginx", "haproxy", "openssl", "taskset"),
+               packages="wrk nginx-light haproxy openssl util-linux"):
+    missing = [t for t in tools if not shutil.which(t)]
     if missing:
-        sys.exit(f"missing {', '.join(missing)}: apt-get install wrk nginx-light haproxy openssl util-linux")
+        sys.exit(f"missing {', '.join(missing)}: apt-get install {packages}")
 
 
 def free_port():
@@ -213,15 +214,51 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def start_targets(work: Path, procs: Processes, ports: dict):
-    upstream = ports["upstream"]
+def start_upstream(work: Path, procs: Processes, port: int):
+    """The upstream every target forwards to: nginx answering 200 on CPU 1."""
     (work / "upstream.conf").write_text(f"""
 daemon off; worker_processes 1; pid {work}/upstream.pid; error_log {work}/upstream-error.log;
 events {{ worker_connections 8192; }}
 http {{ access_log off; keepalive_requests 10000000;
-  server {{ listen 127.0.0.1:{upstream}; location / {{ return 200 "ok\\n"; }} }} }}
+  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok\\n"; }} }} }}
 """)
     procs.start(["nginx", "-c", str(work / "upstream.conf"), "-e", str(work / "upstream-error.log")], cpu=1)
+
+
+def write_tokengate_config(work: Path, port: int, admin_port: int, upstream: int) -> Path:
+    """tokengate's config: an anonymous route `/plain` and a verified one `/verified`."""
+    path = work / "tokengate.yaml"
+    path.write_text(f"""
+server:
+  listen: "127.0.0.1:{port}"
+admin:
+  listen: "127.0.0.1:{admin_port}"
+issuers:
+  - name: bench
+    issuer: "{ISSUER}"
+    audiences: [{AUDIENCE}]
+    algorithms: [RS256, ES256]
+    jwks: {{ file: "{work}/jwks.json" }}
+upstreams:
+  app:
+    endpoints: ["http://127.0.0.1:{upstream}"]
+routes:
+  - name: plain
+    match: {{ path_prefix: /plain }}
+    upstream: app
+    auth: none
+  - name: verified
+    match: {{ path_prefix: /verified }}
+    upstream: app
+    auth:
+      scopes: {{ all_of: [orders.read] }}
+""")
+    return path
+
+
+def start_targets(work: Path, procs: Processes, ports: dict):
+    upstream = ports["upstream"]
+    start_upstream(work, procs, upstream)
 
     (work / "nginx-proxy.conf").write_text(f"""
 daemon off; worker_processes 1; pid {work}/proxy.pid; error_log {work}/proxy-error.log;
@@ -271,31 +308,7 @@ backend app
 """)
     haproxy = procs.start(["haproxy", "-f", str(work / "haproxy.cfg")], cpu=0, log=work / "haproxy.log")
 
-    (work / "tokengate.yaml").write_text(f"""
-server:
-  listen: "127.0.0.1:{ports['tokengate']}"
-admin:
-  listen: "127.0.0.1:{ports['tokengate_admin']}"
-issuers:
-  - name: bench
-    issuer: "{ISSUER}"
-    audiences: [{AUDIENCE}]
-    algorithms: [RS256, ES256]
-    jwks: {{ file: "{work}/jwks.json" }}
-upstreams:
-  app:
-    endpoints: ["http://127.0.0.1:{upstream}"]
-routes:
-  - name: plain
-    match: {{ path_prefix: /plain }}
-    upstream: app
-    auth: none
-  - name: verified
-    match: {{ path_prefix: /verified }}
-    upstream: app
-    auth:
-      scopes: {{ all_of: [orders.read] }}
-""")
+    config = write_tokengate_config(work, ports["tokengate"], ports["tokengate_admin"], upstream)
     # The peers first, so that tokengate's start-up is timed on a quiet CPU 0 (HAProxy also
     # starts there).
     for name, port in ports.items():
@@ -303,7 +316,7 @@ routes:
             wait_port(port)
     time.sleep(0.2)
     started = time.time()
-    gateway = procs.start([str(ROOT / "target/release/tokengate"), "serve", "--config", str(work / "tokengate.yaml")],
+    gateway = procs.start([str(ROOT / "target/release/tokengate"), "serve", "--config", str(config)],
                           cpu=0, env={"TOKIO_WORKER_THREADS": "1", "RUST_LOG": "warn"}, log=work / "tokengate.log")
     ready_ms = None
     deadline = time.time() + 10

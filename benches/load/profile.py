@@ -10,16 +10,16 @@ and shutdown cancelled out; it is reported in total and per function (self cost)
     python3 benches/load/profile.py --path /plain        # the anonymous route
     python3 benches/load/profile.py --binary OLD/tokengate --top 20
 
-Instruction counts are repeatable to about 0.5 % from run to run, unlike timings on a shared
-machine, which is what makes two builds comparable. Needs valgrind, nginx and h2load (Debian:
+Instruction counts of one build agree within 1 % from run to run (timings on a shared machine
+move by tens of per cent), which is what makes two builds comparable. Needs valgrind, nginx and h2load (Debian:
 valgrind nginx-light nghttp2-client). Every process it starts is stopped by PID.
 """
 
 import argparse
 import re
+import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,7 +56,7 @@ def profile_once(binary: str, config: Path, port: int, url: str, token: str | No
     status = next((l for l in result.stdout.splitlines() if "status codes" in l), "no answer")
     if f"{requests} 2xx" not in status:
         sys.exit(f"not every request succeeded ({status}); see {out}/tokengate.{requests}.log")
-    gateway.send_signal(2)  # SIGINT: valgrind writes the profile as tokengate exits
+    gateway.send_signal(signal.SIGINT)  # valgrind writes the profile as tokengate exits
     gateway.wait(timeout=120)
     return profile
 
@@ -70,51 +70,27 @@ def main():
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--out", default=str(compare.ROOT / "target/bench-load/profile"))
     args = parser.parse_args()
-    for tool in ["valgrind", "callgrind_annotate", "nginx", "h2load", "taskset"]:
-        if not subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).stdout:
-            sys.exit(f"missing {tool}: apt-get install valgrind nginx-light nghttp2-client util-linux")
+    compare.need_tools(("valgrind", "callgrind_annotate", "nginx", "h2load", "taskset"),
+                       "valgrind nginx-light nghttp2-client util-linux")
     if not Path(args.binary).exists():
         sys.exit(f"{args.binary} not found: cargo build --release")
-    compare.need_python_packages()
+    compare.need_python_packages(("cryptography",))
 
+    # Keys, tokens, configs and profiles all live in `out`, apart from compare.py's files.
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    work = compare.ROOT / "target/bench-load/work"
-    work.mkdir(parents=True, exist_ok=True)
-    compare.Keys(work)
-    token = compare.tokens_file(work, "RS256", 1).read_text().split()[0]
-    upstream, port = compare.free_port(), compare.free_port()
-    config = Path(tempfile.mkdtemp(dir=out)) / "tokengate.yaml"
-    (config.parent / "upstream.conf").write_text(f"""
-daemon off; worker_processes 1; pid {config.parent}/upstream.pid; error_log stderr;
-events {{ worker_connections 1024; }}
-http {{ access_log off; keepalive_requests 10000000;
-  server {{ listen 127.0.0.1:{upstream}; location / {{ return 200 "ok\\n"; }} }} }}
-""")
-    config.write_text(f"""
-server: {{ listen: "127.0.0.1:{port}" }}
-admin: {{ listen: "127.0.0.1:{compare.free_port()}" }}
-issuers:
-  - name: bench
-    issuer: "{compare.ISSUER}"
-    audiences: [{compare.AUDIENCE}]
-    jwks: {{ file: "{work}/jwks.json" }}
-upstreams: {{ app: {{ endpoints: ["http://127.0.0.1:{upstream}"] }} }}
-routes:
-  - {{ name: plain, match: {{ path_prefix: /plain }}, upstream: app, auth: none }}
-  - name: verified
-    match: {{ path_prefix: /verified }}
-    upstream: app
-    auth: {{ scopes: {{ all_of: [orders.read] }} }}
-""")
+    compare.Keys(out)
+    verified = args.path.startswith("/verified")
+    token = compare.tokens_file(out, "RS256", 1).read_text().split()[0] if verified else None
+    upstream, port, admin = (compare.free_port() for _ in range(3))
+    config = compare.write_tokengate_config(out, port, admin, upstream)
     procs = compare.Processes()
     try:
-        procs.start(["nginx", "-c", str(config.parent / "upstream.conf"), "-e", "stderr"], cpu=1)
+        compare.start_upstream(out, procs, upstream)
         compare.wait_port(upstream)
         url = f"http://127.0.0.1:{port}{args.path}"
-        token = token if args.path.startswith("/verified") else None
-        short, long = (profile_once(args.binary, config, port, url, token, n, out, procs)
-                       for n in RUNS)
+        short, long = [profile_once(args.binary, config, port, url, token, n, out, procs)
+                       for n in RUNS]
     finally:
         procs.stop()
 

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::HeaderMap;
 use http::header::{CONNECTION, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -91,7 +92,9 @@ pub fn rewrite_request(headers: &mut HeaderMap, client: &ClientSide, identity_he
 
 /// Removes hop-by-hop headers plus every header for which `extra` is true.
 fn remove_where(headers: &mut HeaderMap, extra: impl Fn(&str) -> bool) {
-    let mut doomed: Vec<HeaderName> = Vec::new();
+    // On the stack for the usual few (an upstream's `Connection: keep-alive` is one on every
+    // response); a long list of doomed headers spills to the heap.
+    let mut doomed: SmallVec<[HeaderName; 4]> = SmallVec::new();
     for value in headers.get_all(CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
         for token in value.split(',') {

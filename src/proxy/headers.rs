@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{CONNECTION, HeaderName, HeaderValue};
 use smallvec::SmallVec;
@@ -167,7 +168,10 @@ fn new_request_id() -> HeaderValue {
         let nibble = (word >> ((15 - (i % 16)) * 4)) & 0xf;
         *byte = b"0123456789abcdef"[nibble as usize];
     }
-    HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
+    // Owned by one reference-counted allocation: the id is cloned into the upstream request
+    // and the response, and a copied slice would take a second allocation on its first clone.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(buf))
+        .expect("hex digits are a valid header value")
 }
 
 #[cfg(test)]

@@ -123,14 +123,16 @@ mod tests {
 
     #[test]
     fn false_positives_are_confirmed_away() {
-        // A filter far too small: it says "maybe" to nearly everything.
+        // A filter far too small: it says "maybe" to most valid tokens, so the exact lists
+        // must confirm hundreds of positives away. (Its seed is random: over 3 000 filters
+        // built like this one, between 861 and 1 000 of the 1 000 got a "maybe", median 959.)
         let list: String = (0..200).map(|i| format!("revoked-{i}\n")).collect();
         let s = set(&list, 1, 0.99);
         let maybes = (0..1000)
             .filter(|i| s.filter_says_maybe(&format!("valid-{i}")))
             .count();
         assert!(
-            maybes > 900,
+            maybes >= 500,
             "the filter was meant to be saturated: {maybes}"
         );
         for i in 0..1000 {

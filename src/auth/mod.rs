@@ -5,6 +5,7 @@
 //! (`rules`). Verified tokens are cached (`cache`); the route's rules run every time.
 //! Nothing here fetches keys except through the bounded unknown-kid refetch in `jwks`.
 
+mod batch;
 pub mod bearer;
 pub mod cache;
 #[doc(hidden)]

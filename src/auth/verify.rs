@@ -14,9 +14,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
-use super::Issuers;
 use super::json::parse_strict;
 use super::keys::{KeySet, parse_algorithm};
+use super::{Issuers, batch};
 
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -68,7 +68,6 @@ pub async fn verify(
         header,
         claims,
         message,
-        signature_b64,
     } = decode(token).map_err(|why| (Failure::Invalid(why), None))?;
 
     let Some(Value::String(iss)) = claims.get("iss") else {
@@ -105,13 +104,14 @@ pub async fn verify(
         };
     }
 
-    let fingerprint = verify_signature(
+    let fingerprint = batch::check(
         &keys,
         header.kid.as_deref(),
         header.alg,
-        message,
-        signature_b64,
+        token,
+        message.len(),
     )
+    .await
     .ok_or(fail(Failure::Invalid("the token signature is invalid")))?;
 
     let config = &issuer.config;
@@ -173,9 +173,8 @@ pub async fn verify(
 struct Decoded<'a> {
     header: Header,
     claims: Map<String, Value>,
-    /// `header.payload`, the bytes the signature covers.
+    /// `header.payload`, the bytes the signature covers; the signature follows its `.`.
     message: &'a str,
-    signature_b64: &'a str,
 }
 
 /// Splits and decodes `token` (size, three parts, base64url, strict JSON, header fields):
@@ -200,7 +199,6 @@ fn decode(token: &str) -> Result<Decoded<'_>, &'static str> {
         header,
         claims,
         message: &token[..header_b64.len() + 1 + payload_b64.len()],
-        signature_b64,
     })
 }
 
@@ -259,7 +257,7 @@ fn decode_object(b64: &str) -> Option<Map<String, Value>> {
 }
 
 /// Tries the candidate keys; returns the fingerprint of the one that verifies.
-fn verify_signature(
+pub(super) fn verify_signature(
     keys: &Arc<KeySet>,
     kid: Option<&str>,
     alg: Algorithm,

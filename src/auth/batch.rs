@@ -117,7 +117,7 @@ fn place(
                 State::Taken(1) => {
                     let alone = ALONE.get() + 1;
                     ALONE.set(alone);
-                    if alone % PROBE_EVERY != 0 {
+                    if !alone.is_multiple_of(PROBE_EVERY) {
                         return None;
                     }
                 }

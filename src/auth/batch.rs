@@ -63,6 +63,10 @@ enum State {
     Taken(usize),
 }
 
+/// Checks a batch runs before it lets the tasks it has answered go on: at most about 1.2 ms
+/// of ES256 checks (0.35 ms of RS256) between a request's check and its forwarding.
+const MOST_IN_A_ROW: usize = 16;
+
 /// A thread whose batches find no company checks in place, opening a batch again only for
 /// one check in this many to see whether others have come.
 const PROBE_EVERY: u32 = 8;
@@ -91,7 +95,12 @@ impl Batch {
             *state = State::Taken(checks.len());
             checks
         };
-        for check in checks {
+        for (done, check) in checks.into_iter().enumerate() {
+            // A long batch lets the tasks it has answered go on now and then, so that the
+            // first in it do not wait for the last.
+            if done > 0 && done.is_multiple_of(MOST_IN_A_ROW) {
+                tokio::task::yield_now().await;
+            }
             check.run();
         }
     }

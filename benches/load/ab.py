@@ -75,7 +75,7 @@ def main():
         compare.wait_port(upstream)
         time.sleep(0.3)
         # Warm-up: connection pools, and the cache for the rotating workloads.
-        for pid, url in builds.values():
+        for _pid, url in builds.values():
             for n in workloads:
                 if n != "new":
                     compare.run_wrk(url, files[n], 2, args.connections)

@@ -8,10 +8,10 @@
 //! own task lets the worker run its other ready tasks first (which queue theirs), then checks
 //! the whole batch in one go and wakes each waiting task with its own result.
 //!
-//! Measured with every RS256 token new (`benches/load`), this takes the gateway's CPU time per
-//! request from 99 to 81 µs, with cached tokens unchanged. Nothing waits longer in total: the
-//! checks a batch holds are the ones the worker would have run in that same pass over its
-//! ready tasks, only now in a row.
+//! With every RS256 token new, this took the gateway's CPU time a request from 95 to 82 µs
+//! (`benches/load/ab.py`, build against build; README, "Every token new"), with cached tokens
+//! unchanged. The price is that the first checks of a batch wait for the later ones before
+//! their requests go on, which `MOST_IN_A_ROW` bounds.
 
 use std::cell::{Cell, RefCell};
 use std::mem;
@@ -40,16 +40,26 @@ impl Check {
         if self.answer.is_closed() {
             return;
         }
-        let (message, signature) = self.token.split_at(self.message);
-        let fingerprint = verify_signature(
+        let fingerprint = check_now(
             &self.keys,
             self.kid.as_deref(),
             self.alg,
-            message,
-            &signature[1..],
+            &self.token,
+            self.message,
         );
         let _ = self.answer.send(fingerprint);
     }
+}
+
+/// The check itself, here and now.
+fn check_now(
+    keys: &KeySet,
+    kid: Option<&str>,
+    alg: Algorithm,
+    token: &str,
+    message: usize,
+) -> Option<u64> {
+    verify_signature(keys, kid, alg, &token[..message], &token[message + 1..])
 }
 
 /// Checks queued on one worker thread since its batch task was spawned.
@@ -107,10 +117,10 @@ impl Batch {
 }
 
 /// Queues the check `make` gives on this thread's open batch, or opens a batch when that is
-/// worth it; `None` when the check is better done in place, as a batch would hold only it.
+/// worth it; `None` when the check is better done in place: a batch would hold only it, or
+/// there is no runtime to run one.
 fn place(
     make: impl FnOnce() -> (Check, oneshot::Receiver<Option<u64>>),
-    runtime: &tokio::runtime::Handle,
 ) -> Option<oneshot::Receiver<Option<u64>>> {
     LATEST.with_borrow_mut(|latest| {
         if let Some(batch) = latest {
@@ -133,6 +143,7 @@ fn place(
                 State::Taken(_) => ALONE.set(0),
             }
         }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (check, answered) = make();
         let batch = Arc::new(Batch {
             state: Mutex::new(State::Open(vec![check])),
@@ -152,11 +163,7 @@ pub async fn check(
     token: &str,
     message: usize,
 ) -> Option<u64> {
-    let in_place = || verify_signature(keys, kid, alg, &token[..message], &token[message + 1..]);
-    // Outside a runtime there is no task to run a batch.
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return in_place();
-    };
+    let in_place = || check_now(keys, kid, alg, token, message);
     let make = || {
         let (answer, answered) = oneshot::channel();
         let check = Check {
@@ -169,7 +176,7 @@ pub async fn check(
         };
         (check, answered)
     };
-    match place(make, &runtime) {
+    match place(make) {
         None => in_place(),
         Some(answered) => match answered.await {
             Ok(fingerprint) => fingerprint,
@@ -277,6 +284,33 @@ mod tests {
         let (later, message) = token(&pair, 3, false);
         let got = check(&keys, Some("k1"), Algorithm::ES256, &later, message).await;
         assert_eq!(got, None);
+    }
+
+    /// On a thread whose batches find no company, seven checks in eight run in place (ready at
+    /// their first poll) and the eighth opens a batch to see whether others have come.
+    #[tokio::test]
+    async fn checks_that_come_one_at_a_time_mostly_run_in_place() {
+        let (keys, pair) = key();
+        let fingerprint = Some(keys.keys[0].fingerprint);
+        let tokens: Vec<(String, usize)> = (10..27).map(|n| token(&pair, n, true)).collect();
+        // The first opens a batch, which holds only it.
+        let (first, message) = &tokens[0];
+        let got = check(&keys, Some("k1"), Algorithm::ES256, first, *message).await;
+        assert_eq!(got, fingerprint);
+        let mut in_place = Vec::new();
+        for (token, message) in &tokens[1..] {
+            let mut checking = pin!(check(&keys, Some("k1"), Algorithm::ES256, token, *message));
+            let first_poll =
+                std::future::poll_fn(|cx| Poll::Ready(checking.as_mut().poll(cx))).await;
+            in_place.push(first_poll.is_ready());
+            let got = match first_poll {
+                Poll::Ready(got) => got,
+                Poll::Pending => checking.await,
+            };
+            assert_eq!(got, fingerprint);
+        }
+        let one_in_eight = [true, true, true, true, true, true, true, false];
+        assert_eq!(in_place, one_in_eight.repeat(2));
     }
 
     /// A batch whose task never ran (its runtime shut down first) does not swallow the checks of

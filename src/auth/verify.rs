@@ -6,7 +6,6 @@
 //! only an authentic token's dates and audience are judged. `jku`, `x5u`, `x5c` and embedded
 //! `jwk` headers are never used to find a key.
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -258,7 +257,7 @@ fn decode_object(b64: &str) -> Option<Map<String, Value>> {
 
 /// Tries the candidate keys; returns the fingerprint of the one that verifies.
 pub(super) fn verify_signature(
-    keys: &Arc<KeySet>,
+    keys: &KeySet,
     kid: Option<&str>,
     alg: Algorithm,
     message: &str,

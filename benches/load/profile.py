@@ -9,6 +9,12 @@ and shutdown cancelled out; it is reported in total and per function (self cost)
     python3 benches/load/profile.py                      # a cached RS256 token
     python3 benches/load/profile.py --path /plain        # the anonymous route
     python3 benches/load/profile.py --binary OLD/tokengate --top 20
+    python3 benches/load/profile.py --new-tokens             # every RS256 token new
+
+With `--new-tokens` the load is wrk sending each request a token of its own from a pool of
+200 000 (made once, like compare.py's), for 6 s and then 26 s (valgrind slows the gateway
+some fifty times, so that is a few thousand requests); the difference is divided by the
+requests between the two runs, as wrk counted them.
 
 Instruction counts of one build agree within 1 % from run to run (timings on a shared machine
 move by tens of per cent), which is what makes two builds comparable. Needs valgrind, nginx and h2load (Debian:
@@ -26,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402  (keys, tokens, ports and process handling are shared)
 
 RUNS = (1_000, 11_000)
+SECONDS = (6, 26)  # --new-tokens: wrk is timed, not counted
 SYMBOL = re.compile(r"\s*([\d,]+) \([^)]*\)\s+(\S.*?) \[")
 
 
@@ -41,24 +48,42 @@ def self_costs(profile: Path) -> dict:
     return costs
 
 
-def profile_once(binary: str, config: Path, port: int, url: str, token: str | None,
-                 requests: int, out: Path, procs: compare.Processes) -> Path:
-    profile = out / f"callgrind.{requests}"
+def profile_once(binary: str, config: Path, port: int, load, name: str, out: Path,
+                 procs: compare.Processes) -> tuple[Path, int]:
+    """Runs the gateway under callgrind through `load` (which returns the requests it sent);
+    returns the profile and that count."""
+    profile = out / f"callgrind.{name}"
     gateway = procs.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={profile}",
                            binary, "serve", "--config", str(config)],
                           cpu=0, env={"TOKIO_WORKER_THREADS": "1", "RUST_LOG": "warn"},
-                          log=out / f"tokengate.{requests}.log")
+                          log=out / f"tokengate.{name}.log")
     compare.wait_port(port, timeout=60)
-    command = ["taskset", "-c", "1", "h2load", "--h1", "-n", str(requests), "-c", "8", "-t", "1"]
-    if token:
-        command += ["-H", f"Authorization: Bearer {token}"]
-    result = subprocess.run([*command, url], capture_output=True, text=True, timeout=600)
-    status = next((l for l in result.stdout.splitlines() if "status codes" in l), "no answer")
-    if f"{requests} 2xx" not in status:
-        sys.exit(f"not every request succeeded ({status}); see {out}/tokengate.{requests}.log")
+    requests = load()
     gateway.send_signal(signal.SIGINT)  # valgrind writes the profile as tokengate exits
     gateway.wait(timeout=120)
-    return profile
+    return profile, requests
+
+
+def h2load(url: str, token: str | None, requests: int, log: Path):
+    def load():
+        command = ["taskset", "-c", "1", "h2load", "--h1", "-n", str(requests), "-c", "8", "-t", "1"]
+        if token:
+            command += ["-H", f"Authorization: Bearer {token}"]
+        result = subprocess.run([*command, url], capture_output=True, text=True, timeout=600)
+        status = next((l for l in result.stdout.splitlines() if "status codes" in l), "no answer")
+        if f"{requests} 2xx" not in status:
+            sys.exit(f"not every request succeeded ({status}); see {log}")
+        return requests
+    return load
+
+
+def wrk_new_tokens(url: str, tokens: Path, seconds: int, offset: int, log: Path):
+    def load():
+        result = compare.run_wrk(url, tokens, seconds, 8, offset)
+        if result["non_2xx"] or result["socket_errors"]:
+            sys.exit(f"not every request succeeded ({result}); see {log}")
+        return result["requests"]
+    return load
 
 
 def main():
@@ -67,11 +92,13 @@ def main():
     parser.add_argument("--binary", default=str(compare.ROOT / "target/release/tokengate"))
     parser.add_argument("--path", default="/verified",
                         help="/verified (a cached RS256 token) or /plain (anonymous)")
+    parser.add_argument("--new-tokens", action="store_true",
+                        help="every RS256 token new (wrk through a pool), instead of one cached token")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--out", default=str(compare.ROOT / "target/bench-load/profile"))
     args = parser.parse_args()
-    compare.need_tools(("valgrind", "callgrind_annotate", "nginx", "h2load", "taskset"),
-                       "valgrind nginx-light nghttp2-client util-linux")
+    compare.need_tools(("valgrind", "callgrind_annotate", "nginx", "h2load", "wrk", "taskset"),
+                       "valgrind nginx-light nghttp2-client wrk util-linux")
     if not Path(args.binary).exists():
         sys.exit(f"{args.binary} not found: cargo build --release")
     compare.need_python_packages(("cryptography",))
@@ -82,6 +109,7 @@ def main():
     compare.Keys(out)
     verified = args.path.startswith("/verified")
     token = compare.tokens_file(out, "RS256", 1).read_text().split()[0] if verified else None
+    pool = compare.tokens_file(out, "RS256", 200_000) if args.new_tokens else None
     upstream, port, admin = (compare.free_port() for _ in range(3))
     config = compare.write_tokengate_config(out, port, admin, upstream)
     procs = compare.Processes()
@@ -89,16 +117,29 @@ def main():
         compare.start_upstream(out, procs, upstream)
         compare.wait_port(upstream)
         url = f"http://127.0.0.1:{port}{args.path}"
-        short, long = [profile_once(args.binary, config, port, url, token, n, out, procs)
-                       for n in RUNS]
+        if pool:
+            # The second run starts where the first stopped in the pool: no token repeats.
+            short, sent = profile_once(args.binary, config, port,
+                                       wrk_new_tokens(url, pool, SECONDS[0], 0, out),
+                                       f"new.{SECONDS[0]}s", out, procs)
+            long, sent_long = profile_once(args.binary, config, port,
+                                           wrk_new_tokens(url, pool, SECONDS[1], sent + 100, out),
+                                           f"new.{SECONDS[1]}s", out, procs)
+        else:
+            (short, sent), (long, sent_long) = [
+                profile_once(args.binary, config, port, h2load(url, token, n, out), str(n), out, procs)
+                for n in RUNS]
     finally:
         procs.stop()
 
     before, after = self_costs(short), self_costs(long)
-    per_request = RUNS[1] - RUNS[0]
+    per_request = sent_long - sent
+    if per_request <= 0:
+        sys.exit(f"the longer run sent no more requests ({sent_long}) than the shorter ({sent})")
     total = (sum(after.values()) - sum(before.values())) / per_request
     rows = sorted(((cost - before.get(name, 0)) / per_request, name) for name, cost in after.items())
-    print(f"{args.binary} {args.path}: {total:,.0f} instructions a request")
+    what = f"{args.path}, every token new ({sent} and {sent_long} requests)" if pool else args.path
+    print(f"{args.binary} {what}: {total:,.0f} instructions a request")
     for cost, name in reversed(rows[-args.top:]):
         print(f"{cost:8,.0f} {100 * cost / total:5.1f} %  {name}")
 

@@ -10,6 +10,7 @@ and shutdown cancelled out; it is reported in total and per function (self cost)
     python3 benches/load/profile.py --path /plain        # the anonymous route
     python3 benches/load/profile.py --binary OLD/tokengate --top 20
     python3 benches/load/profile.py --new-tokens             # every RS256 token new
+    python3 benches/load/profile.py --new-tokens --alg ES256
 
 With `--new-tokens` the load is wrk sending each request a token of its own from a pool of
 200 000 (made once, like compare.py's), for 6 s and then 26 s (valgrind slows the gateway
@@ -91,9 +92,10 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", default=str(compare.ROOT / "target/release/tokengate"))
     parser.add_argument("--path", default="/verified",
-                        help="/verified (a cached RS256 token) or /plain (anonymous)")
+                        help="/verified (a cached token of --alg) or /plain (anonymous)")
+    parser.add_argument("--alg", default="RS256", choices=["RS256", "ES256"])
     parser.add_argument("--new-tokens", action="store_true",
-                        help="every RS256 token new (wrk through a pool), instead of one cached token")
+                        help="every token new (wrk through a pool), instead of one cached token")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--out", default=str(compare.ROOT / "target/bench-load/profile"))
     args = parser.parse_args()
@@ -108,8 +110,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     compare.Keys(out)
     verified = args.path.startswith("/verified")
-    token = compare.tokens_file(out, "RS256", 1).read_text().split()[0] if verified else None
-    pool = compare.tokens_file(out, "RS256", 200_000) if args.new_tokens else None
+    token = compare.tokens_file(out, args.alg, 1).read_text().split()[0] if verified else None
+    pool = compare.tokens_file(out, args.alg, 200_000) if args.new_tokens else None
     upstream, port, admin = (compare.free_port() for _ in range(3))
     config = compare.write_tokengate_config(out, port, admin, upstream)
     procs = compare.Processes()
@@ -138,7 +140,9 @@ def main():
         sys.exit(f"the longer run sent no more requests ({sent_long}) than the shorter ({sent})")
     total = (sum(after.values()) - sum(before.values())) / per_request
     rows = sorted(((cost - before.get(name, 0)) / per_request, name) for name, cost in after.items())
-    what = f"{args.path}, every token new ({sent} and {sent_long} requests)" if pool else args.path
+    what = f"{args.path} {args.alg}" if verified else args.path
+    if pool:
+        what += f", every token new ({sent} and {sent_long} requests)"
     print(f"{args.binary} {what}: {total:,.0f} instructions a request")
     for cost, name in reversed(rows[-args.top:]):
         print(f"{cost:8,.0f} {100 * cost / total:5.1f} %  {name}")

@@ -201,7 +201,7 @@ fn decode(token: &str) -> Result<Decoded<'_>, &'static str> {
     Ok(Decoded {
         header,
         claims,
-        message: &token[..header_b64.len() + 1 + payload_b64.len()],
+        message: &token[..second],
     })
 }
 
@@ -353,28 +353,22 @@ mod tests {
         assert_eq!(decoded.message, format!("{header}.{claims}"));
         assert_eq!(decoded.header.kid.as_deref(), Some("k"));
         assert_eq!(decoded.claims["iss"], "i");
-        let refused = |token: &str| decode(token).err();
-        assert_eq!(
-            refused(&format!("{header}.{claims}")),
-            Some("the token is not a signed JWT")
-        );
-        assert_eq!(
-            refused(&format!("{header}.{claims}.c2ln.c2ln")),
-            Some("the token is not a signed JWT")
-        );
-        assert_eq!(
-            refused(&format!("{header}.{claims}.")),
-            Some("the token is not signed")
-        );
-        assert_eq!(
-            refused(&format!(".{claims}.c2ln")),
-            Some("the token header is malformed")
-        );
-        assert_eq!(
-            refused(&format!("{header}..c2ln")),
-            Some("the token claims are malformed")
-        );
-        assert_eq!(refused(""), Some("the token is not a signed JWT"));
+        for (refused, why) in [
+            (
+                format!("{header}.{claims}"),
+                "the token is not a signed JWT",
+            ),
+            (
+                format!("{header}.{claims}.c2ln.c2ln"),
+                "the token is not a signed JWT",
+            ),
+            (String::new(), "the token is not a signed JWT"),
+            (format!("{header}.{claims}."), "the token is not signed"),
+            (format!(".{claims}.c2ln"), "the token header is malformed"),
+            (format!("{header}..c2ln"), "the token claims are malformed"),
+        ] {
+            assert_eq!(decode(&refused).err(), Some(why), "{refused:?}");
+        }
     }
 
     #[test]

@@ -155,7 +155,9 @@ def tokens_file(work: Path, alg: str, count: int) -> Path:
     jobs = [(str(work / f"{alg}.key.pem"), alg, w * chunk, min(chunk, count - w * chunk), exp)
             for w in range(workers) if w * chunk < count]
     started = time.time()
-    with multiprocessing.Pool(len(jobs)) as pool:
+    # Fresh interpreters, not forks: a fork copies whatever lock another thread held at that
+    # moment (and this script's SIGTERM handler), and a worker stuck on one hangs the run.
+    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         lines = [t for part in pool.map(_sign_range, jobs) for t in part]
     path.write_text("\n".join(lines) + "\n")
     print(f"  made {count} {alg} tokens in {time.time() - started:.1f} s", flush=True)

@@ -26,7 +26,7 @@ use super::verify::verify_signature;
 /// One signature to check, and where its answer goes.
 struct Check {
     keys: Arc<KeySet>,
-    kid: Option<Box<str>>,
+    kid: Option<Arc<str>>,
     alg: Algorithm,
     /// `header.payload.signature`; the first `message` bytes are what the signature covers.
     token: Box<str>,
@@ -158,17 +158,17 @@ fn place(
 /// candidate keys for `kid` and `alg`; the fingerprint of the key that verified it.
 pub async fn check(
     keys: &Arc<KeySet>,
-    kid: Option<&str>,
+    kid: Option<&Arc<str>>,
     alg: Algorithm,
     token: &str,
     message: usize,
 ) -> Option<u64> {
-    let in_place = || check_now(keys, kid, alg, token, message);
+    let in_place = || check_now(keys, kid.map(|k| &**k), alg, token, message);
     let make = || {
         let (answer, answered) = oneshot::channel();
         let check = Check {
             keys: keys.clone(),
-            kid: kid.map(Box::from),
+            kid: kid.cloned(),
             alg,
             token: Box::from(token),
             message,
@@ -240,13 +240,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_check_of_a_batch_gets_its_own_answer() {
         let (keys, pair) = key();
+        let kid: Arc<str> = Arc::from("k1");
         let fingerprint = keys.keys[0].fingerprint;
         let mut tasks = tokio::task::JoinSet::new();
         for n in 0..200 {
-            let keys = keys.clone();
+            let (keys, kid) = (keys.clone(), kid.clone());
             let (token, message) = token(&pair, n, n % 3 != 0);
             tasks.spawn(async move {
-                let got = check(&keys, Some("k1"), Algorithm::ES256, &token, message).await;
+                let got = check(&keys, Some(&kid), Algorithm::ES256, &token, message).await;
                 (n, got)
             });
         }
@@ -265,24 +266,25 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_that_gives_up_leaves_the_others_answered() {
         let (keys, pair) = key();
+        let kid: Arc<str> = Arc::from("k1");
         let fingerprint = keys.keys[0].fingerprint;
         let (abandoned, message) = token(&pair, 1, true);
         let waiter = {
-            let keys = keys.clone();
+            let (keys, kid) = (keys.clone(), kid.clone());
             tokio::spawn(async move {
-                check(&keys, Some("k1"), Algorithm::ES256, &abandoned, message).await
+                check(&keys, Some(&kid), Algorithm::ES256, &abandoned, message).await
             })
         };
         // The waiter queues its check and waits; then its request goes away.
         tokio::task::yield_now().await;
         waiter.abort();
         let (kept, message) = token(&pair, 2, true);
-        let got = check(&keys, Some("k1"), Algorithm::ES256, &kept, message).await;
+        let got = check(&keys, Some(&kid), Algorithm::ES256, &kept, message).await;
         assert_eq!(got, Some(fingerprint));
         assert!(waiter.await.unwrap_err().is_cancelled());
         // A later check, with the batch above long finished.
         let (later, message) = token(&pair, 3, false);
-        let got = check(&keys, Some("k1"), Algorithm::ES256, &later, message).await;
+        let got = check(&keys, Some(&kid), Algorithm::ES256, &later, message).await;
         assert_eq!(got, None);
     }
 
@@ -291,15 +293,16 @@ mod tests {
     #[tokio::test]
     async fn checks_that_come_one_at_a_time_mostly_run_in_place() {
         let (keys, pair) = key();
+        let kid: Arc<str> = Arc::from("k1");
         let fingerprint = Some(keys.keys[0].fingerprint);
         let tokens: Vec<(String, usize)> = (10..27).map(|n| token(&pair, n, true)).collect();
         // The first opens a batch, which holds only it.
         let (first, message) = &tokens[0];
-        let got = check(&keys, Some("k1"), Algorithm::ES256, first, *message).await;
+        let got = check(&keys, Some(&kid), Algorithm::ES256, first, *message).await;
         assert_eq!(got, fingerprint);
         let mut in_place = Vec::new();
         for (token, message) in &tokens[1..] {
-            let mut checking = pin!(check(&keys, Some("k1"), Algorithm::ES256, token, *message));
+            let mut checking = pin!(check(&keys, Some(&kid), Algorithm::ES256, token, *message));
             let first_poll =
                 std::future::poll_fn(|cx| Poll::Ready(checking.as_mut().poll(cx))).await;
             in_place.push(first_poll.is_ready());
@@ -318,6 +321,7 @@ mod tests {
     #[test]
     fn a_batch_left_behind_by_a_finished_runtime_is_not_joined() {
         let (keys, pair) = key();
+        let kid: Arc<str> = Arc::from("k1");
         let (first, message) = token(&pair, 5, true);
         let runtime = || {
             tokio::runtime::Builder::new_current_thread()
@@ -327,13 +331,13 @@ mod tests {
         };
         runtime().block_on(async {
             // Queued (a batch opened, its task spawned), then left without being awaited.
-            let mut checking = pin!(check(&keys, Some("k1"), Algorithm::ES256, &first, message));
+            let mut checking = pin!(check(&keys, Some(&kid), Algorithm::ES256, &first, message));
             let polled = std::future::poll_fn(|cx| Poll::Ready(checking.as_mut().poll(cx))).await;
             assert_eq!(polled, Poll::Pending);
         });
         let (second, message) = token(&pair, 6, true);
         let got = runtime().block_on(async {
-            let checking = check(&keys, Some("k1"), Algorithm::ES256, &second, message);
+            let checking = check(&keys, Some(&kid), Algorithm::ES256, &second, message);
             tokio::time::timeout(std::time::Duration::from_secs(10), checking).await
         });
         assert_eq!(got, Ok(Some(keys.keys[0].fingerprint)));
@@ -343,8 +347,9 @@ mod tests {
     #[test]
     fn without_a_runtime_the_check_runs_in_place() {
         let (keys, pair) = key();
+        let kid: Arc<str> = Arc::from("k1");
         let (good, message) = token(&pair, 4, true);
-        let checking = pin!(check(&keys, Some("k1"), Algorithm::ES256, &good, message));
+        let checking = pin!(check(&keys, Some(&kid), Algorithm::ES256, &good, message));
         let got = checking.poll(&mut Context::from_waker(Waker::noop()));
         assert_eq!(got, Poll::Ready(Some(keys.keys[0].fingerprint)));
     }

@@ -39,12 +39,12 @@ def main():
     parser.add_argument("--duration", type=int, default=4, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--new-pool", type=int,
-                        help="tokens for `new` (default: enough for 15 000 requests a second per build)")
+                        help="tokens for `new` (default: enough for 25 000 requests a second per build)")
     parser.add_argument("--out", default=str(ROOT / "target/bench-ab"))
     args = parser.parse_args()
     workloads = args.tokens.split(",")
     if args.new_pool is None:
-        args.new_pool = max(200_000, args.rounds * args.duration * 15_000)
+        args.new_pool = max(200_000, args.rounds * args.duration * 25_000)
 
     compare.need_tools(("wrk", "nginx", "openssl", "taskset"))
     compare.need_python_packages(("cryptography",))

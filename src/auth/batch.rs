@@ -199,8 +199,8 @@ mod tests {
 
     use crate::auth::keys::KeySet;
 
-    /// An ES256 key set of one key, and a signer for it.
-    fn key() -> (Arc<KeySet>, EcdsaKeyPair) {
+    /// An ES256 key set of one key, a signer for it, and its `kid`.
+    fn key() -> (Arc<KeySet>, EcdsaKeyPair, Arc<str>) {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
         let pair =
@@ -212,7 +212,7 @@ mod tests {
             "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
         }]});
         let keys = KeySet::parse(jwk.to_string().as_bytes()).unwrap();
-        (Arc::new(keys), pair)
+        (Arc::new(keys), pair, Arc::from("k1"))
     }
 
     /// A token-shaped string signed by `pair`, with its garbled twin when `good` is false.
@@ -239,8 +239,7 @@ mod tests {
     /// each gets its own answer, never a neighbour's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_check_of_a_batch_gets_its_own_answer() {
-        let (keys, pair) = key();
-        let kid: Arc<str> = Arc::from("k1");
+        let (keys, pair, kid) = key();
         let fingerprint = keys.keys[0].fingerprint;
         let mut tasks = tokio::task::JoinSet::new();
         for n in 0..200 {
@@ -265,8 +264,7 @@ mod tests {
     /// beside it are answered, and later ones open a new batch.
     #[tokio::test]
     async fn a_waiter_that_gives_up_leaves_the_others_answered() {
-        let (keys, pair) = key();
-        let kid: Arc<str> = Arc::from("k1");
+        let (keys, pair, kid) = key();
         let fingerprint = keys.keys[0].fingerprint;
         let (abandoned, message) = token(&pair, 1, true);
         let waiter = {
@@ -292,8 +290,7 @@ mod tests {
     /// their first poll) and the eighth opens a batch to see whether others have come.
     #[tokio::test]
     async fn checks_that_come_one_at_a_time_mostly_run_in_place() {
-        let (keys, pair) = key();
-        let kid: Arc<str> = Arc::from("k1");
+        let (keys, pair, kid) = key();
         let fingerprint = Some(keys.keys[0].fingerprint);
         let tokens: Vec<(String, usize)> = (10..27).map(|n| token(&pair, n, true)).collect();
         // The first opens a batch, which holds only it.
@@ -320,8 +317,7 @@ mod tests {
     /// the next runtime on the same thread.
     #[test]
     fn a_batch_left_behind_by_a_finished_runtime_is_not_joined() {
-        let (keys, pair) = key();
-        let kid: Arc<str> = Arc::from("k1");
+        let (keys, pair, kid) = key();
         let (first, message) = token(&pair, 5, true);
         let runtime = || {
             tokio::runtime::Builder::new_current_thread()
@@ -346,8 +342,7 @@ mod tests {
     /// Outside any runtime the check runs in place.
     #[test]
     fn without_a_runtime_the_check_runs_in_place() {
-        let (keys, pair) = key();
-        let kid: Arc<str> = Arc::from("k1");
+        let (keys, pair, kid) = key();
         let (good, message) = token(&pair, 4, true);
         let checking = pin!(check(&keys, Some(&kid), Algorithm::ES256, &good, message));
         let got = checking.poll(&mut Context::from_waker(Waker::noop()));

@@ -9,8 +9,8 @@
 //! the whole batch in one go and wakes each waiting task with its own result.
 //!
 //! With every RS256 token new, this took the gateway's CPU time a request from 95 to 82 µs
-//! (`benches/load/ab.py`, build against build; README, "Every token new"), with cached tokens
-//! unchanged. The price is that the first checks of a batch wait for the later ones before
+//! (`benches/load/ab.py`, build against build; `benches/load/FINDINGS.md`), with cached
+//! tokens unchanged. The price is that the first checks of a batch wait for the later ones before
 //! their requests go on, which `MOST_IN_A_ROW` bounds.
 
 use std::cell::{Cell, RefCell};

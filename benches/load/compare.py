@@ -264,19 +264,26 @@ routes:
     return path
 
 
+def nginx_proxy(work: Path, port: int, upstream: int, one_process: bool = False) -> list[str]:
+    """Writes the config of nginx as a plain proxy (one worker, upstream connections kept) and
+    returns the command that runs it; `one_process` does without the master process."""
+    master = "master_process off; " if one_process else ""
+    (work / "nginx-proxy.conf").write_text(f"""
+{master}daemon off; worker_processes 1; pid {work}/proxy.pid; error_log {work}/proxy-error.log;
+events {{ worker_connections 8192; }}
+http {{ access_log off; keepalive_requests 10000000;
+  upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""")
+    return ["nginx", "-c", str(work / "nginx-proxy.conf"), "-e", str(work / "proxy-error.log")]
+
+
 def start_targets(work: Path, procs: Processes, ports: dict):
     upstream = ports["upstream"]
     start_upstream(work, procs, upstream)
 
-    (work / "nginx-proxy.conf").write_text(f"""
-daemon off; worker_processes 1; pid {work}/proxy.pid; error_log {work}/proxy-error.log;
-events {{ worker_connections 8192; }}
-http {{ access_log off; keepalive_requests 10000000;
-  upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{ports['nginx']};
-    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
-""")
-    nginx_master = procs.start(["nginx", "-c", str(work / "nginx-proxy.conf"), "-e", str(work / "proxy-error.log")], cpu=0)
+    nginx_master = procs.start(nginx_proxy(work, ports["nginx"], upstream), cpu=0)
 
     def jwt_frontend(name, port, alg):
         return f"""

@@ -11,6 +11,7 @@ and shutdown cancelled out; it is reported in total and per function (self cost)
     python3 benches/load/profile.py --binary OLD/tokengate --top 20
     python3 benches/load/profile.py --new-tokens             # every RS256 token new
     python3 benches/load/profile.py --new-tokens --alg ES256
+    python3 benches/load/profile.py --nginx              # nginx as a plain proxy, the same requests
 
 With `--new-tokens` the load is wrk sending each request a token of its own from a pool of
 200 000 (made once, like compare.py's), for 6 s and then 26 s (valgrind slows the gateway
@@ -49,18 +50,17 @@ def self_costs(profile: Path) -> dict:
     return costs
 
 
-def profile_once(binary: str, config: Path, port: int, load, name: str, out: Path,
+def profile_once(proxy: list[str], port: int, load, name: str, out: Path,
                  procs: compare.Processes) -> tuple[Path, int]:
-    """Runs the gateway under callgrind through `load` (which returns the requests it sent);
-    returns the profile and that count."""
+    """Runs the proxy command under callgrind through `load` (which returns the requests it
+    sent); returns the profile and that count."""
     profile = out / f"callgrind.{name}"
-    gateway = procs.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={profile}",
-                           binary, "serve", "--config", str(config)],
+    gateway = procs.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={profile}", *proxy],
                           cpu=0, env={"TOKIO_WORKER_THREADS": "1", "RUST_LOG": "warn"},
-                          log=out / f"tokengate.{name}.log")
+                          log=out / f"proxy.{name}.log")
     compare.wait_port(port, timeout=60)
     requests = load()
-    gateway.send_signal(signal.SIGINT)  # valgrind writes the profile as tokengate exits
+    gateway.send_signal(signal.SIGINT)  # valgrind writes the profile as the proxy exits
     gateway.wait(timeout=120)
     return profile, requests
 
@@ -96,12 +96,14 @@ def main():
     parser.add_argument("--alg", default="RS256", choices=["RS256", "ES256"])
     parser.add_argument("--new-tokens", action="store_true",
                         help="every token new (wrk through a pool), instead of one cached token")
+    parser.add_argument("--nginx", action="store_true",
+                        help="profile nginx as a plain proxy (the same requests) instead of tokengate")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--out", default=str(compare.ROOT / "target/bench-load/profile"))
     args = parser.parse_args()
     compare.need_tools(("valgrind", "callgrind_annotate", "nginx", "h2load", "wrk", "taskset"),
                        "valgrind nginx-light nghttp2-client wrk util-linux")
-    if not Path(args.binary).exists():
+    if not args.nginx and not Path(args.binary).exists():
         sys.exit(f"{args.binary} not found: cargo build --release")
     compare.need_python_packages(("cryptography",))
 
@@ -113,7 +115,15 @@ def main():
     token = compare.tokens_file(out, args.alg, 1).read_text().split()[0] if verified else None
     pool = compare.tokens_file(out, args.alg, 200_000) if args.new_tokens else None
     upstream, port, admin = (compare.free_port() for _ in range(3))
-    config = compare.write_tokengate_config(out, port, admin, upstream)
+    if args.nginx:
+        if args.new_tokens:
+            sys.exit("--nginx checks no token: profile it with the same requests, without --new-tokens")
+        # In one process (no master), so that callgrind follows the one doing the work.
+        proxy = compare.nginx_proxy(out, port, upstream, one_process=True)
+        args.binary = "nginx"
+    else:
+        config = compare.write_tokengate_config(out, port, admin, upstream)
+        proxy = [args.binary, "serve", "--config", str(config)]
     procs = compare.Processes()
     try:
         compare.start_upstream(out, procs, upstream)
@@ -121,15 +131,15 @@ def main():
         url = f"http://127.0.0.1:{port}{args.path}"
         if pool:
             # The second run starts where the first stopped in the pool: no token repeats.
-            short, sent = profile_once(args.binary, config, port,
+            short, sent = profile_once(proxy, port,
                                        wrk_new_tokens(url, pool, SECONDS[0], 0, out),
                                        f"new.{SECONDS[0]}s", out, procs)
-            long, sent_long = profile_once(args.binary, config, port,
+            long, sent_long = profile_once(proxy, port,
                                            wrk_new_tokens(url, pool, SECONDS[1], sent + 100, out),
                                            f"new.{SECONDS[1]}s", out, procs)
         else:
             (short, sent), (long, sent_long) = [
-                profile_once(args.binary, config, port, h2load(url, token, n, out), str(n), out, procs)
+                profile_once(proxy, port, h2load(url, token, n, out), str(n), out, procs)
                 for n in RUNS]
     finally:
         procs.stop()

@@ -10,8 +10,8 @@
 //!
 //! With every RS256 token new, this took the gateway's CPU time a request from 95 to 82 µs
 //! (`benches/load/ab.py`, build against build; `benches/load/FINDINGS.md`), with cached
-//! tokens unchanged. The price is that the first checks of a batch wait for the later ones before
-//! their requests go on, which `MOST_IN_A_ROW` bounds.
+//! tokens unchanged. The price is that the first checks of a batch wait for the later ones
+//! before their requests go on, which `MOST_IN_A_ROW` bounds.
 
 use std::cell::{Cell, RefCell};
 use std::mem;

@@ -8,6 +8,7 @@
 mod batch;
 pub mod bearer;
 pub mod cache;
+pub mod claims;
 #[doc(hidden)]
 pub mod json;
 pub mod jwks;

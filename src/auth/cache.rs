@@ -127,7 +127,7 @@ mod tests {
     fn verified() -> Arc<Verified> {
         Arc::new(Verified {
             issuer: 0,
-            claims: crate::auth::claims::Claims::from_map(serde_json::Map::new()),
+            claims: serde_json::Map::new(),
             scopes: Vec::new(),
             expires: f64::MAX,
             key_fingerprint: 1,

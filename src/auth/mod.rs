@@ -8,7 +8,6 @@
 mod batch;
 pub mod bearer;
 pub mod cache;
-pub mod claims;
 #[doc(hidden)]
 pub mod json;
 pub mod jwks;

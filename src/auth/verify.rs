@@ -6,7 +6,6 @@
 //! only an authentic token's dates and audience are judged. `jku`, `x5u`, `x5c` and embedded
 //! `jwk` headers are never used to find a key.
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,7 +15,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
-use super::claims::{self, Claims, Members};
 use super::json::parse_strict;
 use super::keys::{KeySet, parse_algorithm};
 use super::{Issuers, batch};
@@ -34,7 +32,7 @@ const SIGNATURE_BUFFER: usize = MAX_SIGNATURE_BYTES + 8;
 pub struct Verified {
     /// Index into the issuers of the snapshot that verified it.
     pub issuer: usize,
-    pub claims: Claims,
+    pub claims: Map<String, Value>,
     /// The scopes found at the issuer's `scopes_claim`.
     pub scopes: Vec<String>,
     /// `exp`, in Unix seconds.
@@ -72,13 +70,11 @@ pub async fn verify(
         claims,
         message,
     } = decode(token).map_err(|why| (Failure::Invalid(why), None))?;
-    let members =
-        Members::parse(claims.json()).map_err(|_| (Failure::Invalid(MALFORMED_CLAIMS), None))?;
 
-    let Some(iss) = members.text("iss") else {
+    let Some(Value::String(iss)) = claims.get("iss") else {
         return Err((Failure::Invalid("the token has no issuer"), None));
     };
-    let Some(index) = issuers.by_iss(&iss) else {
+    let Some(index) = issuers.by_iss(iss) else {
         return Err((Failure::Invalid("the token's issuer is not accepted"), None));
     };
     if allowed.is_some_and(|list| !list.contains(&index)) {
@@ -118,64 +114,49 @@ pub async fn verify(
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     let leeway = config.leeway.as_secs_f64();
-    let expires = match members.number("exp") {
-        Ok(Some(exp)) => exp,
-        Err(()) => return Err(fail(Failure::Invalid("the token's exp is not a number"))),
-        Ok(None) => return Err(fail(Failure::Invalid("the token has no expiry"))),
+    let expires = match claims.get("exp") {
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+        Some(_) => return Err(fail(Failure::Invalid("the token's exp is not a number"))),
+        None => return Err(fail(Failure::Invalid("the token has no expiry"))),
     };
     if !expires.is_finite() || now > expires + leeway {
         return Err(fail(Failure::Expired));
     }
-    match members.number("nbf") {
-        Ok(None) => {}
-        Ok(Some(nbf)) if nbf <= now + leeway => {}
-        Ok(Some(_)) => return Err(fail(Failure::Invalid("the token is not valid yet"))),
-        Err(()) => return Err(fail(Failure::Invalid("the token's nbf is not a number"))),
+    match claims.get("nbf") {
+        None => {}
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|nbf| nbf <= now + leeway) => {}
+        Some(Value::Number(_)) => return Err(fail(Failure::Invalid("the token is not valid yet"))),
+        Some(_) => return Err(fail(Failure::Invalid("the token's nbf is not a number"))),
     }
-    let iat = match members.number("iat") {
-        Ok(None) => None,
-        Ok(Some(iat)) if iat <= now + leeway => Some(iat),
-        Ok(Some(_)) => return Err(fail(Failure::Invalid("the token was issued in the future"))),
-        Err(()) => return Err(fail(Failure::Invalid("the token's iat is not a number"))),
+    match claims.get("iat") {
+        None => {}
+        Some(Value::Number(n)) if n.as_f64().is_some_and(|iat| iat <= now + leeway) => {}
+        Some(Value::Number(_)) => {
+            return Err(fail(Failure::Invalid("the token was issued in the future")));
+        }
+        Some(_) => return Err(fail(Failure::Invalid("the token's iat is not a number"))),
+    }
+    let audience_ok = match claims.get("aud") {
+        Some(Value::String(aud)) => config.audiences.iter().any(|a| a == aud),
+        Some(Value::Array(list)) => list.iter().any(|v| {
+            v.as_str()
+                .is_some_and(|aud| config.audiences.iter().any(|a| a == aud))
+        }),
+        _ => false,
     };
-    let wanted = |aud: &str| config.audiences.iter().any(|a| a == aud);
-    let audience_ok = members
-        .get("aud")
-        .is_some_and(|aud| match claims::text(aud) {
-            Some(aud) => wanted(&aud),
-            // An array: parsed, which a token with one audience never needs.
-            None => serde_json::from_str::<Value>(aud.get())
-                .ok()
-                .and_then(|aud| {
-                    aud.as_array()
-                        .map(|list| list.iter().any(|v| v.as_str().is_some_and(wanted)))
-                })
-                .unwrap_or(false),
-        });
     if !audience_ok {
         return Err(fail(Failure::Invalid(
             "the token is not meant for this audience",
         )));
     }
 
-    // The scopes claim by its exact name from the members; a path into nested claims
-    // (`realm_access.roles`) from the parsed map, which the token then keeps.
-    let scopes_claim = &config.scopes_claim;
-    let scopes = match members.get(scopes_claim.name()) {
-        Some(scopes) => match claims::text(scopes) {
-            Some(list) => list.split_ascii_whitespace().map(str::to_owned).collect(),
-            None => scopes_of(serde_json::from_str::<Value>(scopes.get()).ok().as_ref()),
-        },
-        None => scopes_of(scopes_claim.find(claims.map())),
-    };
-    let text = |name: &str| members.text(name).map(Cow::into_owned);
-    let (jti, sub) = (text("jti"), text("sub"));
-    drop(members);
+    let scopes = scopes_of(config.scopes_claim.find(&claims));
+    let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
     Ok(Verified {
         issuer: index,
-        jti,
-        sub,
-        iat,
+        jti: text("jti"),
+        sub: text("sub"),
+        iat: claims.get("iat").and_then(Value::as_f64),
         claims,
         scopes,
         expires,
@@ -186,8 +167,7 @@ pub async fn verify(
 /// A compact JWS split and decoded; nothing about it is trusted yet.
 struct Decoded<'a> {
     header: Header,
-    /// The claims set's JSON text, not yet parsed.
-    claims: Claims,
+    claims: Map<String, Value>,
     /// `header.payload`, the bytes the signature covers; the signature follows its `.`.
     message: &'a str,
 }
@@ -212,27 +192,19 @@ fn decode(token: &str) -> Result<Decoded<'_>, &'static str> {
         return Err("the token is not signed");
     }
     let header = Header::decode(header_b64)?;
-    let claims = URL_SAFE_NO_PAD
-        .decode(payload_b64)
-        .ok()
-        .and_then(|json| String::from_utf8(json).ok())
-        .ok_or(MALFORMED_CLAIMS)?;
+    let claims = decode_object(payload_b64).ok_or("the token claims are malformed")?;
     Ok(Decoded {
         header,
-        claims: Claims::new(claims),
+        claims,
         message: &token[..second],
     })
 }
-
-const MALFORMED_CLAIMS: &str = "the token claims are malformed";
 
 /// The decoding `verify` does before any key is involved, for the fuzz targets: the claims,
 /// or why the token was refused.
 #[doc(hidden)]
 pub fn decode_unverified(token: &str) -> Result<Map<String, Value>, &'static str> {
-    let claims = decode(token)?.claims;
-    Members::parse(claims.json()).map_err(|_| MALFORMED_CLAIMS)?;
-    Ok(claims.map().clone())
+    decode(token).map(|decoded| decoded.claims)
 }
 
 /// The JOSE header fields that matter; everything else is ignored, never trusted.
@@ -430,7 +402,7 @@ mod tests {
         let decoded = decode(&token).unwrap();
         assert_eq!(decoded.message, format!("{header}.{claims}"));
         assert_eq!(decoded.header.kid.as_deref(), Some("k"));
-        assert_eq!(decoded.claims.map()["iss"], "i");
+        assert_eq!(decoded.claims["iss"], "i");
         for (refused, why) in [
             (
                 format!("{header}.{claims}"),
@@ -445,7 +417,7 @@ mod tests {
             (format!(".{claims}.c2ln"), "the token header is malformed"),
             (format!("{header}..c2ln"), "the token claims are malformed"),
         ] {
-            assert_eq!(decode_unverified(&refused).err(), Some(why), "{refused:?}");
+            assert_eq!(decode(&refused).err(), Some(why), "{refused:?}");
         }
     }
 

@@ -10,11 +10,11 @@ Starts on 127.0.0.1 an nginx upstream (`return 200`), then, each with one worker
 The proxy under test runs on CPU 0; wrk and the upstream on CPU 1. wrk sends tokens that
 rotate through N distinct valid tokens (1, 10 000, or "new": a pool large enough that no
 token repeats within a round). After an unmeasured warm-up of each target (caches filled),
-rounds interleave the targets (A B C A B C ...) so that drift hits all alike; each round ends
-with `openssl speed` on CPU 0 (the machine's own verification limit, which drifts too). The report
-gives median req/s, the proxy's own CPU time per request (from /proc: its cost per core
-even when wrk, not the proxy, sets the pace) and p50/p99/p99.9 latency per target, ratios
-by throughput and by CPU time, as a Markdown table, JSON and a PNG chart.
+rounds interleave the targets (A B C A B C ...) so that drift hits all alike; each round
+ends with `openssl speed` on CPU 0 (the machine's own verification limit, which drifts too).
+The report gives median req/s, the proxy's own CPU time per request (from /proc: its cost
+per core even when wrk, not the proxy, sets the pace) and p50/p99/p99.9 latency per target,
+ratios by throughput and by CPU time, as a Markdown table, JSON and a PNG chart.
 
     python3 benches/load/compare.py                     # 3 rounds of 5 s, 32 connections
     python3 benches/load/compare.py --rounds 5 --duration 10 --out target/bench-load

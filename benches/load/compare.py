@@ -14,10 +14,12 @@ rounds interleave the targets (A B C A B C ...) so that drift hits all alike; ea
 ends with `openssl speed` on CPU 0 (the machine's own verification limit, which drifts too).
 The report gives median req/s, the proxy's own CPU time per request (from /proc: its cost
 per core even when wrk, not the proxy, sets the pace) and p50/p99/p99.9 latency per target,
-ratios by throughput and by CPU time, as a Markdown table, JSON and a PNG chart.
+ratios by throughput and by CPU time (of the medians, and their lowest and highest over the
+rounds, each round against its own `openssl speed`), as a Markdown table, JSON and a PNG chart.
 
     python3 benches/load/compare.py                     # 3 rounds of 5 s, 32 connections
     python3 benches/load/compare.py --rounds 5 --duration 10 --out target/bench-load
+    python3 benches/load/compare.py --from-report target/bench-load/report.json   # tables again
 
 Needs wrk, nginx, haproxy and openssl (Debian: wrk nginx-light haproxy openssl) and the Python
 packages cryptography and matplotlib (installed with pip when missing). Every process it starts
@@ -392,7 +394,16 @@ def main():
                         help="tokens for the 'every token new' runs, shared out among the rounds "
                              "(default: enough for 26 000 requests a second, at least 400 000)")
     parser.add_argument("--out", default=str(ROOT / "target/bench-load"))
+    parser.add_argument("--from-report", metavar="REPORT_JSON",
+                        help="measure nothing: write the tables and chart again from a run's "
+                             "report.json (into --out)")
     args = parser.parse_args()
+    if args.from_report:
+        need_python_packages(("matplotlib",))
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_report(json.loads(Path(args.from_report).read_text()), out)
+        return
     if args.new_pool is None:
         args.new_pool = max(400_000, args.rounds * args.duration * 26_000)
 
@@ -496,12 +507,25 @@ def main():
             "socket_errors": sum(r["socket_errors"] for r in runs),
             "rounds": runs,
         }
+    report = {
+        "machine": {"cpus": os.cpu_count(), "note": "proxy on CPU 0; wrk and the upstream on CPU 1"},
+        "settings": vars(args),
+        "tokengate": {"ready_ms_with_file_jwks": ready_ms, "idle_rss_kib": idle_rss, "rss_after_load_kib": loaded_rss},
+        "openssl_verify_per_second": verify_limit,
+        "openssl_verify_per_second_rounds": speeds,
+        "results": summary,
+    }
+    write_report(report, out)
 
+
+def ratios_of(figures: dict, verify_limit: dict) -> dict:
+    """The comparisons the targets ask for, from one set of figures per target (the medians
+    of a run, or one round's) and the `openssl speed` verify/s that go with them."""
     def rps(name):
-        return summary[name]["rps"]
+        return figures[name]["rps"]
 
     def cpu(name):
-        return summary[name]["cpu_us_per_request"]
+        return figures[name].get("cpu_us_per_request")
 
     # Speed ratios, tokengate against a peer: by throughput, and by each proxy's own CPU time
     # per request (the peer's over tokengate's, so that above 1 is faster either way).
@@ -518,7 +542,7 @@ def main():
         if cpu(ours) and cpu(peer):
             ratios[f"{ours} / {peer}, by CPU per request"] = cpu(peer) / cpu(ours)
     ratios["tokengate RS256 N=10000 p99 / haproxy jwt_verify RS256 N=10000 p99 (target <= 1.0)"] = \
-        summary["tokengate RS256 N=10000"]["p99_us"] / max(1, summary["haproxy jwt_verify RS256 N=10000"]["p99_us"])
+        figures["tokengate RS256 N=10000"]["p99_us"] / max(1, figures["haproxy jwt_verify RS256 N=10000"]["p99_us"])
 
     # Every token new: what verifying costs beyond proxying, as verifications per second of one
     # core, against openssl's. Proxying is the same request with its token already verified
@@ -542,15 +566,18 @@ def main():
             if peer > 0:
                 ratios[f"haproxy jwt_verify {alg} every token new, the same measure (beyond its plain proxying), for comparison"] = \
                     1e6 / peer / verify_limit[alg]
-    report = {
-        "machine": {"cpus": os.cpu_count(), "note": "proxy on CPU 0; wrk and the upstream on CPU 1"},
-        "settings": vars(args),
-        "tokengate": {"ready_ms_with_file_jwks": ready_ms, "idle_rss_kib": idle_rss, "rss_after_load_kib": loaded_rss},
-        "openssl_verify_per_second": verify_limit,
-        "openssl_verify_per_second_rounds": speeds,
-        "results": summary,
-        "ratios": ratios,
-    }
+    return ratios
+
+
+def write_report(report: dict, out: Path):
+    """Ratios of the run's medians, and their lowest and highest over the rounds (each round's
+    figures against that round's `openssl speed`); then report.json, report.md and report.png."""
+    summary, speeds = report["results"], report["openssl_verify_per_second_rounds"]
+    report["ratios"] = ratios_of(summary, report["openssl_verify_per_second"])
+    rounds = len(speeds)
+    per_round = [ratios_of({name: s["rounds"][i] for name, s in summary.items()}, speeds[i])
+                 for i in range(rounds)]
+    report["ratios_per_round"] = {key: [r.get(key) for r in per_round] for key in report["ratios"]}
     (out / "report.json").write_text(json.dumps(report, indent=2))
 
     lines = ["| target | req/s (median) | proxy CPU µs/request | of it kernel | p50 µs | p99 µs | p99.9 µs | errors |",
@@ -563,11 +590,17 @@ def main():
         lines.append(f"| {name} | {s['rps']:.0f} | {micros(s['cpu_us_per_request'])} | "
                      f"{micros(s['kernel_us_per_request'])} | {s['p50_us']:.0f} | {s['p99_us']:.0f} | "
                      f"{s['p999_us']:.0f} | {s['non_2xx'] + s['socket_errors']} |")
-    lines += ["", "| ratio | value |", "| --- | ---: |"]
-    lines += [f"| {k} | {v:.2f} |" for k, v in ratios.items()]
-    lines += ["", f"tokengate ready in {ready_ms:.0f} ms with file-based JWKS; RSS idle {idle_rss / 1024:.1f} MiB, "
-                  f"after the runs {loaded_rss / 1024:.1f} MiB. openssl verify/s on CPU 0, the median of "
-                  f"{len(speeds)} rounds: {verify_limit}; lowest and highest: "
+
+    def spread(values):
+        known = [v for v in values if v is not None]
+        return f"{min(known):.2f}–{max(known):.2f}" if known else ""
+
+    lines += ["", f"| ratio | of the medians | {rounds} rounds, lowest–highest |", "| --- | ---: | ---: |"]
+    lines += [f"| {k} | {v:.2f} | {spread(report['ratios_per_round'][k])} |" for k, v in report["ratios"].items()]
+    verify_limit, tg = report["openssl_verify_per_second"], report["tokengate"]
+    lines += ["", f"tokengate ready in {tg['ready_ms_with_file_jwks']:.0f} ms with file-based JWKS; RSS idle "
+                  f"{tg['idle_rss_kib'] / 1024:.1f} MiB, after the runs {tg['rss_after_load_kib'] / 1024:.1f} MiB. "
+                  f"openssl verify/s on CPU 0, the median of {rounds} rounds: {verify_limit}; lowest and highest: "
                   + ", ".join(f"{alg} {min(r[alg] for r in speeds):.0f}–{max(r[alg] for r in speeds):.0f}"
                               for alg in verify_limit) + "."]
     table = "\n".join(lines)
@@ -583,7 +616,9 @@ def main():
     ax.barh(names, [summary[n]["rps"] for n in names], color=colors)
     ax.invert_yaxis()
     ax.set_xlabel("requests per second (median of rounds), one proxy core")
-    ax.set_title(f"tokengate and peers, {args.rounds} interleaved rounds of {args.duration} s, {args.connections} connections")
+    settings = report["settings"]
+    ax.set_title(f"tokengate and peers, {settings['rounds']} interleaved rounds of {settings['duration']} s, "
+                 f"{settings['connections']} connections")
     fig.tight_layout()
     fig.savefig(out / "report.png", dpi=110)
     print(f"\nwrote {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}")

@@ -572,9 +572,12 @@ def ratios_of(figures: dict, verify_limit: dict) -> dict:
 def write_report(report: dict, out: Path):
     """Ratios of the run's medians, and their lowest and highest over the rounds (each round's
     figures against that round's `openssl speed`); then report.json, report.md and report.png."""
-    summary, speeds = report["results"], report["openssl_verify_per_second_rounds"]
+    summary = report["results"]
+    rounds = min(len(s["rounds"]) for s in summary.values())
+    # Reports from before `openssl speed` ran in every round have its one measurement.
+    speeds = report.setdefault("openssl_verify_per_second_rounds",
+                               [report["openssl_verify_per_second"]] * rounds)
     report["ratios"] = ratios_of(summary, report["openssl_verify_per_second"])
-    rounds = len(speeds)
     per_round = [ratios_of({name: s["rounds"][i] for name, s in summary.items()}, speeds[i])
                  for i in range(rounds)]
     report["ratios_per_round"] = {key: [r.get(key) for r in per_round] for key in report["ratios"]}
@@ -588,7 +591,7 @@ def write_report(report: dict, out: Path):
 
     for name, s in summary.items():
         lines.append(f"| {name} | {s['rps']:.0f} | {micros(s['cpu_us_per_request'])} | "
-                     f"{micros(s['kernel_us_per_request'])} | {s['p50_us']:.0f} | {s['p99_us']:.0f} | "
+                     f"{micros(s.get('kernel_us_per_request'))} | {s['p50_us']:.0f} | {s['p99_us']:.0f} | "
                      f"{s['p999_us']:.0f} | {s['non_2xx'] + s['socket_errors']} |")
 
     def spread(values):

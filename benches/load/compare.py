@@ -282,6 +282,20 @@ http {{ access_log off; keepalive_requests 10000000;
     return ["nginx", "-c", str(work / "nginx-proxy.conf"), "-e", str(work / "proxy-error.log")]
 
 
+def floor_proxy(port: int, upstream: int) -> list[str]:
+    """Builds `benches/hyper_floor.rs` (optimised, as a bench) and returns the command that runs
+    it: hyper's HTTP/1.1 server and client passing requests through with nothing else, the
+    floor under tokengate's cost a request."""
+    built = subprocess.run(["cargo", "bench", "--bench", "hyper_floor", "--no-run", "--quiet",
+                            "--message-format=json"], cwd=ROOT, capture_output=True, text=True)
+    for line in built.stdout.splitlines():
+        message = json.loads(line)
+        if message.get("target", {}).get("name") == "hyper_floor" and message.get("executable"):
+            return [message["executable"], "--listen", f"127.0.0.1:{port}",
+                    "--upstream", f"127.0.0.1:{upstream}"]
+    sys.exit(f"cargo bench --bench hyper_floor --no-run failed:\n{built.stderr}")
+
+
 def start_targets(work: Path, procs: Processes, ports: dict):
     upstream = ports["upstream"]
     start_upstream(work, procs, upstream)

@@ -12,6 +12,7 @@ and shutdown cancelled out; it is reported in total and per function (self cost)
     python3 benches/load/profile.py --new-tokens             # every RS256 token new
     python3 benches/load/profile.py --new-tokens --alg ES256
     python3 benches/load/profile.py --nginx              # nginx as a plain proxy, the same requests
+    python3 benches/load/profile.py --floor              # hyper alone as a plain proxy (benches/hyper_floor.rs)
 
 With `--new-tokens` the load is wrk sending each request a token of its own from a pool of
 200 000 (made once, like compare.py's), for 6 s and then 26 s (valgrind slows the gateway
@@ -98,12 +99,17 @@ def main():
                         help="every token new (wrk through a pool), instead of one cached token")
     parser.add_argument("--nginx", action="store_true",
                         help="profile nginx as a plain proxy (the same requests) instead of tokengate")
+    parser.add_argument("--floor", action="store_true",
+                        help="profile benches/hyper_floor.rs (hyper's server and client passing the "
+                             "same requests through, nothing else) instead of tokengate")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--out", default=str(compare.ROOT / "target/bench-load/profile"))
     args = parser.parse_args()
     compare.need_tools(("valgrind", "callgrind_annotate", "nginx", "h2load", "wrk", "taskset"),
                        "valgrind nginx-light nghttp2-client wrk util-linux")
-    if not args.nginx and not Path(args.binary).exists():
+    if args.nginx and args.floor:
+        sys.exit("--nginx or --floor, not both")
+    if not (args.nginx or args.floor) and not Path(args.binary).exists():
         sys.exit(f"{args.binary} not found: cargo build --release")
     compare.need_python_packages(("cryptography",))
 
@@ -121,6 +127,11 @@ def main():
         # In one process (no master), so that callgrind follows the one doing the work.
         proxy = compare.nginx_proxy(out, port, upstream, one_process=True)
         args.binary = "nginx"
+    elif args.floor:
+        if args.new_tokens:
+            sys.exit("--floor checks no token: profile it with the same requests, without --new-tokens")
+        proxy = compare.floor_proxy(port, upstream)
+        args.binary = "hyper_floor"
     else:
         config = compare.write_tokengate_config(out, port, admin, upstream)
         proxy = [args.binary, "serve", "--config", str(config)]

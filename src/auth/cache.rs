@@ -36,7 +36,7 @@ const DOORKEEPER_BUCKETS: usize = (1 << 16) / WAYS;
 const WAYS: usize = 8;
 
 pub struct TokenCache {
-    cache: Cache<Box<str>, Arc<Verified>, ByteWeight>,
+    cache: Cache<Box<[u8]>, Arc<Verified>, ByteWeight>,
     /// Hashes of tokens verified once, in the bucket their hash picks; 0 is an empty slot.
     seen_once: Box<[Bucket]>,
     hasher: SeedableRandomState,
@@ -50,8 +50,8 @@ struct Bucket([AtomicU64; WAYS]);
 #[derive(Clone)]
 struct ByteWeight;
 
-impl Weighter<Box<str>, Arc<Verified>> for ByteWeight {
-    fn weight(&self, key: &Box<str>, value: &Arc<Verified>) -> u64 {
+impl Weighter<Box<[u8]>, Arc<Verified>> for ByteWeight {
+    fn weight(&self, key: &Box<[u8]>, value: &Arc<Verified>) -> u64 {
         // The token, its decoded claims (at most the token's size) and bookkeeping.
         (key.len() * 2 + 256 + value.scopes.len() * 16) as u64
     }
@@ -73,13 +73,13 @@ impl TokenCache {
         }
     }
 
-    pub fn get(&self, token: &str) -> Option<Arc<Verified>> {
+    pub fn get(&self, token: &[u8]) -> Option<Arc<Verified>> {
         self.cache.get(token)
     }
 
     /// Caches `token` if it was verified before, recently; otherwise remembers that it has
     /// been now. Returns whether it was cached.
-    pub fn offer(&self, token: &str, verified: &Arc<Verified>) -> bool {
+    pub fn offer(&self, token: &[u8], verified: &Arc<Verified>) -> bool {
         let (hash, bucket) = self.sighting(token);
         let Bucket(slots) = &self.seen_once[bucket];
         // Relaxed throughout: a lost race only means one more verification before the token
@@ -104,12 +104,12 @@ impl TokenCache {
 
     /// The hash the doorkeeper keeps for `token` (never 0, so that an empty slot matches no
     /// token) and the index of the bucket it goes in.
-    fn sighting(&self, token: &str) -> (u64, usize) {
+    fn sighting(&self, token: &[u8]) -> (u64, usize) {
         let hash = self.hasher.hash_one(token) | 1;
         (hash, (hash >> 32) as usize % DOORKEEPER_BUCKETS)
     }
 
-    pub fn remove(&self, token: &str) {
+    pub fn remove(&self, token: &[u8]) {
         self.cache.remove(token);
     }
 }
@@ -140,10 +140,10 @@ mod tests {
     #[test]
     fn a_token_is_cached_on_its_second_verification() {
         let cache = TokenCache::new();
-        assert!(!cache.offer("a.b.c", &verified()));
-        assert!(cache.get("a.b.c").is_none());
-        assert!(cache.offer("a.b.c", &verified()));
-        assert!(cache.get("a.b.c").is_some());
+        assert!(!cache.offer(b"a.b.c", &verified()));
+        assert!(cache.get(b"a.b.c").is_none());
+        assert!(cache.offer(b"a.b.c", &verified()));
+        assert!(cache.get(b"a.b.c").is_some());
     }
 
     /// Sends each token in turn, `rounds` times, offering the ones not yet cached as a
@@ -151,12 +151,15 @@ mod tests {
     fn use_in_turn(cache: &TokenCache, tokens: &[String], rounds: usize) -> usize {
         for _ in 0..rounds {
             for token in tokens {
-                if cache.get(token).is_none() {
-                    cache.offer(token, &verified());
+                if cache.get(token.as_bytes()).is_none() {
+                    cache.offer(token.as_bytes(), &verified());
                 }
             }
         }
-        tokens.iter().filter(|t| cache.get(t).is_none()).count()
+        tokens
+            .iter()
+            .filter(|t| cache.get(t.as_bytes()).is_none())
+            .count()
     }
 
     #[test]
@@ -174,10 +177,10 @@ mod tests {
         // The worst case built on purpose, with a fixed seed so that it is the same each run:
         // twice as many tokens as slots, all in one bucket, used in a loop.
         let cache = TokenCache::with_hasher(SeedableRandomState::fixed());
-        let crowded = cache.sighting("token-0").1;
+        let crowded = cache.sighting(b"token-0").1;
         let tokens: Vec<String> = (0..)
             .map(|i| format!("token-{i}"))
-            .filter(|t| cache.sighting(t).1 == crowded)
+            .filter(|t| cache.sighting(t.as_bytes()).1 == crowded)
             .take(2 * WAYS)
             .collect();
         assert_eq!(use_in_turn(&cache, &tokens, 10), 0);
@@ -186,13 +189,13 @@ mod tests {
     #[test]
     fn tokens_used_once_do_not_push_out_cached_ones() {
         let cache = TokenCache::new();
-        cache.offer("regular", &verified());
-        cache.offer("regular", &verified());
+        cache.offer(b"regular", &verified());
+        cache.offer(b"regular", &verified());
         // Twice the cache's weight in single-use tokens.
         let padding = "x".repeat(4096);
         for i in 0..2 * CAPACITY_BYTES / 8192 {
-            assert!(!cache.offer(&format!("fresh-{i}-{padding}"), &verified()));
+            assert!(!cache.offer(format!("fresh-{i}-{padding}").as_bytes(), &verified()));
         }
-        assert!(cache.get("regular").is_some());
+        assert!(cache.get(b"regular").is_some());
     }
 }

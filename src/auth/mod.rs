@@ -164,15 +164,19 @@ pub async fn authenticate(
         }
         None => {
             cache_hit(false);
-            // Only here: a cached token is a verified one, so it passed this already.
-            if !bearer::is_b64token(token) {
-                return refuse(
-                    Rejection::InvalidToken("the bearer token is malformed"),
-                    AuthResult::InvalidToken,
-                    None,
-                );
-            }
-            match verify::verify(token, issuers, rules.issuers.as_deref(), now).await {
+            // Only here: a cached token is a verified one, so it passed this already. A
+            // b64token is ASCII, so it is text as well.
+            let text = match std::str::from_utf8(token) {
+                Ok(text) if bearer::is_b64token(token) => text,
+                _ => {
+                    return refuse(
+                        Rejection::InvalidToken("the bearer token is malformed"),
+                        AuthResult::InvalidToken,
+                        None,
+                    );
+                }
+            };
+            match verify::verify(text, issuers, rules.issuers.as_deref(), now).await {
                 Ok(v) => {
                     let v = Arc::new(v);
                     cache.offer(token, &v);
@@ -252,7 +256,7 @@ pub async fn authenticate(
 /// A cache hit still good now: unexpired, its key still in its issuer's current set, and
 /// the issuer's keys not stale.
 fn cached(
-    token: &str,
+    token: &[u8],
     cache: &TokenCache,
     issuers: &Issuers,
     now: SystemTime,

@@ -57,12 +57,14 @@ impl Connections {
         }
     }
 
-    /// Sends `request` (origin-form target, Host set) on a kept connection or a new one.
+    /// Sends `request` (origin-form target, Host set) on a kept connection or a new one;
+    /// `now` is the time the exchange began.
     pub async fn send(
         self: &Arc<Self>,
         mut request: Request<UpstreamBody>,
+        now: Instant,
     ) -> Result<Response<Body>, SendError> {
-        while let Some(mut sender) = self.take() {
+        while let Some(mut sender) = self.take(now) {
             // Just kept, its connection may still be finishing the previous exchange.
             if sender.ready().await.is_err() {
                 continue;
@@ -102,10 +104,10 @@ impl Connections {
         response
     }
 
-    fn take(&self) -> Option<SendRequest<UpstreamBody>> {
+    fn take(&self, now: Instant) -> Option<SendRequest<UpstreamBody>> {
         let mut kept = self.lock();
         while let Some(candidate) = kept.pop_back() {
-            if candidate.since.elapsed() >= IDLE_TIMEOUT {
+            if now.saturating_duration_since(candidate.since) >= IDLE_TIMEOUT {
                 // The newest is too old, so all are: dropping a sender closes its connection.
                 kept.clear();
                 return None;

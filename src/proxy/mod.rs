@@ -40,6 +40,9 @@ use crate::reject::Rejection;
 /// The request body sent upstream: the client's, streamed, with `max_body_bytes` enforced.
 pub type UpstreamBody = Limited<Incoming>;
 
+/// The deadline of a request timeout too long for the clock: in effect none.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 /// First ejection of an endpoint that refused a connection; doubled per consecutive failure.
 const EJECT_BASE: Duration = Duration::from_secs(2);
 const EJECT_MAX: Duration = Duration::from_secs(30);
@@ -162,7 +165,13 @@ impl UpstreamPool {
                         request.headers_mut().insert(HOST, host);
                     }
                 }
-                let sent = tokio::time::timeout(self.request_timeout, h1.send(request)).await;
+                // One clock read for the metric, the deadline and the pool's idle check. A
+                // timeout beyond the clock's range is, as in tokio's own, 30 years.
+                let start = tokio::time::Instant::from_std(started);
+                let deadline = start
+                    .checked_add(self.request_timeout)
+                    .unwrap_or(start + FAR_FUTURE);
+                let sent = tokio::time::timeout_at(deadline, h1.send(request, started)).await;
                 match sent {
                     Err(_elapsed) => Err(ForwardError::Timeout),
                     Ok(Ok(response)) => Ok(response),

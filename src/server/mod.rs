@@ -265,6 +265,9 @@ async fn serve_connection<I>(
     let mut clock = ConnectionClock::new(Instant::now());
     loop {
         tokio::select! {
+            // The connection first, and no random draw on every wake: the ticker is polled
+            // whenever the connection is pending, so it is never starved.
+            biased;
             result = &mut connection => {
                 if let Err(e) = result {
                     tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");

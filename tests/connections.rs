@@ -231,3 +231,26 @@ async fn shutdown_is_bounded_by_shutdown_grace() {
     );
     hanging.abort();
 }
+
+#[tokio::test]
+async fn shutdown_closes_idle_kept_alive_connections_at_once() {
+    let upstream = Upstream::start(|_req, _| async { Response::new(full("ok")) }).await;
+    // Long timeouts: the connection's timeout check then runs once a second, so a close well
+    // within that second is the shutdown signal's doing, not the next check's.
+    let mut gw = Gateway::start(&config(
+        &upstream.url(),
+        "  shutdown_grace: 30s\n  idle_timeout: 60s\n  header_read_timeout: 60s\n",
+    ))
+    .await;
+    let mut idle = kept_alive_after_one_request(&gw).await;
+    let stopped = gw.begin_shutdown();
+    let closed = time_until_closed(&mut idle, Duration::from_secs(5)).await;
+    assert!(
+        closed.is_some_and(|t| t < Duration::from_millis(500)),
+        "the idle connection was closed after {closed:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("the gateway stopped without waiting for shutdown_grace")
+        .unwrap();
+}

@@ -6,18 +6,19 @@ mod io;
 pub mod tls;
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::config::Config;
 use crate::gateway::{self, ConnectionInfo};
@@ -118,7 +119,7 @@ impl Gateway {
         let admin_task = tokio::spawn(crate::admin::serve(admin, state.clone()));
         state.set_ready(true);
 
-        let graceful = GracefulShutdown::new();
+        let draining = Arc::new(Draining::default());
         // Fixed for the life of the process (a reload says so); the rest is read per connection.
         let max_connections = state.snapshot.load().config.server.max_connections;
         let permits = Arc::new(Semaphore::new(max_connections));
@@ -145,7 +146,7 @@ impl Gateway {
             let _ = stream.set_nodelay(true);
             let state = state.clone();
             let builder = builder.clone();
-            let watcher = graceful.watcher();
+            let draining = draining.clone();
             let acceptor = acceptor.clone();
             let limits = ConnectionLimits::from(&state.snapshot.load().config.server);
             tokio::spawn(async move {
@@ -154,8 +155,10 @@ impl Gateway {
                 let tracked = TrackedIo::new(stream, activity.clone());
                 match acceptor {
                     None => {
-                        serve_connection(tracked, activity, info, state, &builder, watcher, &limits)
-                            .await
+                        serve_connection(
+                            tracked, activity, info, state, &builder, &draining, &limits,
+                        )
+                        .await
                     }
                     Some(acceptor) => {
                         let handshake = tokio::time::timeout(
@@ -168,7 +171,7 @@ impl Gateway {
                                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                                 activity.http2.store(h2, Ordering::Relaxed);
                                 serve_connection(
-                                    tls, activity, info, state, &builder, watcher, &limits,
+                                    tls, activity, info, state, &builder, &draining, &limits,
                                 )
                                 .await;
                             }
@@ -188,7 +191,7 @@ impl Gateway {
         state.set_ready(false);
         drop(listener);
         let grace = state.snapshot.load().config.server.shutdown_grace;
-        let open = graceful.count();
+        let open = draining.open.receiver_count();
         tracing::info!(
             open_connections = open,
             grace_ms = grace.as_millis() as u64,
@@ -196,7 +199,8 @@ impl Gateway {
         );
         tokio::select! {
             () = async {
-                graceful.shutdown().await;
+                draining.start();
+                draining.open.closed().await;
                 state.tunnels.drained().await;
             } => tracing::info!("all connections closed"),
             () = tokio::time::sleep(grace) => {
@@ -228,17 +232,49 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// Tells open connections that the gateway is shutting down, and counts them.
+struct Draining {
+    /// Set before `notify` wakes the connections, so that a connection woken for any other
+    /// reason sees it too.
+    started: AtomicBool,
+    notify: Arc<Notify>,
+    /// Every connection holds a receiver: the count of them is the open connections, and
+    /// `closed` completes when the last one has gone.
+    open: watch::Sender<()>,
+}
+
+impl Default for Draining {
+    fn default() -> Self {
+        Self {
+            started: AtomicBool::new(false),
+            notify: Arc::new(Notify::new()),
+            open: watch::Sender::new(()),
+        }
+    }
+}
+
+impl Draining {
+    fn start(&self) {
+        self.started.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+}
+
 async fn serve_connection<I>(
     io: I,
     activity: Arc<Activity>,
     info: Arc<ConnectionInfo>,
     state: Arc<State>,
     builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    draining: &Draining,
     limits: &ConnectionLimits,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let _open = draining.open.subscribe();
+    let mut shutdown = pin!(draining.notify.clone().notified_owned());
+    // Registered now: a shutdown from here on is not missed, even before the first poll.
+    shutdown.as_mut().enable();
     let io = TokioIo::new(io);
     let service_activity = activity.clone();
     let service_info = info.clone();
@@ -251,37 +287,57 @@ async fn serve_connection<I>(
             Ok::<_, Infallible>(response)
         }
     });
-    let connection = builder.serve_connection_with_upgrades(io, service);
-    let connection = watcher.watch(connection.into_owned());
-    tokio::pin!(connection);
+    let mut connection = pin!(builder.serve_connection_with_upgrades(io, service));
 
     // Timeouts enforced here rather than by hyper: its HTTP/1 header timer also runs while a
     // kept-alive connection waits for its next request (which would make idle_timeout
     // meaningless), and protocol auto-detection has no timer at all.
     let tick = (limits.idle_timeout.min(limits.header_read_timeout) / 4)
         .clamp(Duration::from_millis(10), Duration::from_secs(1));
-    let mut ticker = tokio::time::interval(tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut clock = ConnectionClock::new(Instant::now());
-    loop {
-        tokio::select! {
-            // The connection first, and no random draw on every wake: the ticker is polled
-            // whenever the connection is pending, so it is never starved.
-            biased;
-            result = &mut connection => {
-                if let Err(e) = result {
-                    tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            _ = ticker.tick() => {
-                if let Some(reason) = clock.expired(&activity, Instant::now(), limits) {
-                    tracing::debug!(peer = %info.peer, reason, "closing connection");
-                    return;
-                }
+    let mut ticker = pin!(tokio::time::sleep(tick));
+    // The ticker and the shutdown signal are polled once and then only when they may have
+    // fired: each keeps the waker of its last poll, which is this task's and does not change,
+    // so polling them again on every wake of the connection would only repeat that (about
+    // 600 instructions a request; benches/load/FINDINGS.md, "The floor").
+    let (mut ticker_armed, mut shutdown_armed, mut shutting_down) = (false, false, false);
+    poll_fn(|cx| {
+        if !shutting_down {
+            let signalled = if shutdown_armed {
+                draining.started.load(Ordering::Acquire)
+            } else {
+                shutdown_armed = true;
+                shutdown.as_mut().poll(cx).is_ready()
+            };
+            if signalled {
+                shutting_down = true;
+                connection.as_mut().graceful_shutdown();
             }
         }
-    }
+        if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+            if let Err(e) = result {
+                tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+            }
+            return Poll::Ready(());
+        }
+        while !ticker_armed || ticker.is_elapsed() {
+            if ticker.as_mut().poll(cx).is_pending() {
+                ticker_armed = true;
+                break;
+            }
+            let now = Instant::now();
+            if let Some(reason) = clock.expired(&activity, now, limits) {
+                tracing::debug!(peer = %info.peer, reason, "closing connection");
+                return Poll::Ready(());
+            }
+            ticker
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(now) + tick);
+            ticker_armed = false;
+        }
+        Poll::Pending
+    })
+    .await;
 }
 
 /// The timeouts a connection lives by, taken from the config current when it was accepted.

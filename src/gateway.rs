@@ -279,6 +279,7 @@ async fn forward(
         .forward(
             request,
             path_and_query,
+            client_upgrade.is_some(),
             &snapshot.metrics.upstreams[upstream],
         )
         .await

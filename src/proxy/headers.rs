@@ -56,8 +56,9 @@ pub fn rewrite_request(headers: &mut HeaderMap, client: &ClientSide, identity_he
         is_identity_header(name, identity_headers)
             || (!client.trusted && (name.starts_with("x-forwarded-") || name == "forwarded"))
     });
-    let forwarded_for = match (client.trusted, headers.get(&X_FORWARDED_FOR)) {
-        (true, Some(_)) => {
+    // An untrusted client's X-Forwarded-For is gone already: no lookup for it.
+    let forwarded_for = match client.trusted.then(|| headers.get(&X_FORWARDED_FOR)) {
+        Some(Some(_)) => {
             // Several X-Forwarded-For lines are one comma-separated list (RFC 9110 §5.3).
             let mut list = String::new();
             for value in headers.get_all(&X_FORWARDED_FOR) {
@@ -154,24 +155,33 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 /// A process-unique id: a random per-process prefix and a counter, 32 hex digits.
 fn new_request_id() -> HeaderValue {
-    static PREFIX: OnceLock<u64> = OnceLock::new();
+    // The prefix's 16 digits are written once, when the first id is made.
+    static PREFIX: OnceLock<[u8; 16]> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| {
-        std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
+    let prefix = PREFIX.get_or_init(|| {
+        hex16(
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish(),
+        )
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut buf = [0u8; 32];
-    for (i, byte) in buf.iter_mut().enumerate() {
-        let word = if i < 16 { prefix } else { n };
-        let nibble = (word >> ((15 - (i % 16)) * 4)) & 0xf;
-        *byte = b"0123456789abcdef"[nibble as usize];
-    }
+    buf[..16].copy_from_slice(prefix);
+    buf[16..].copy_from_slice(&hex16(n));
     // Owned by one reference-counted allocation: the id is cloned into the upstream request
     // and the response, and a copied slice would take a second allocation on its first clone.
     HeaderValue::from_maybe_shared(Bytes::from_owner(buf))
         .expect("hex digits are a valid header value")
+}
+
+/// `word` as 16 lower-case hex digits, most significant first.
+fn hex16(word: u64) -> [u8; 16] {
+    let mut digits = [0u8; 16];
+    for (i, digit) in digits.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[((word >> ((15 - i) * 4)) & 0xf) as usize];
+    }
+    digits
 }
 
 #[cfg(test)]

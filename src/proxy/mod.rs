@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use http::header::{HOST, HeaderValue, UPGRADE};
+use http::header::{HOST, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Request, Response, Version};
 use http_body_util::{LengthLimitError, Limited};
@@ -143,11 +143,14 @@ impl UpstreamPool {
     }
 
     /// Sends `request` (headers already rewritten, path already normalised) to one endpoint
-    /// and returns the response head with its body still streaming.
+    /// and returns the response head with its body still streaming. `upgrade`: the request
+    /// is a WebSocket opening handshake (its Upgrade header restored), which goes through
+    /// hyper-util's client, whose connections can be handed over to the tunnel.
     pub async fn forward(
         &self,
         mut request: Request<UpstreamBody>,
         path_and_query: PathAndQuery,
+        upgrade: bool,
         metrics: &UpstreamMetrics,
     ) -> Result<Response<Body>, ForwardError> {
         let index = self.pick();
@@ -156,7 +159,7 @@ impl UpstreamPool {
         let grpc = is_grpc(&request);
         let result = match &endpoint.h1 {
             // The common case: HTTP/1.1 to an `http://` endpoint, on our own pool.
-            Some(h1) if !grpc && !request.headers().contains_key(UPGRADE) => {
+            Some(h1) if !grpc && !upgrade => {
                 *request.uri_mut() = Uri::from(path_and_query);
                 *request.version_mut() = Version::HTTP_11;
                 if !request.headers().contains_key(HOST) {

@@ -51,6 +51,23 @@ async fn unreachable_upstream_gets_502_and_is_counted() {
 }
 
 #[tokio::test]
+async fn a_request_timeout_beyond_the_clock_is_no_timeout_and_no_panic() {
+    let upstream = Upstream::start(|_req, _addr| async { Response::new(full("fine")) }).await;
+    // About 2^64 seconds: a deadline this far overflows the clock, and must not take the
+    // gateway down with it.
+    let yaml = config(&[upstream.url()], "").replace(
+        "request_timeout: 300ms",
+        "request_timeout: 500000000000years",
+    );
+    let gw = Gateway::start(&yaml).await;
+    for _ in 0..2 {
+        let response = client().get(gw.url("/far")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "fine");
+    }
+}
+
+#[tokio::test]
 async fn slow_upstream_gets_504_after_request_timeout() {
     let upstream = Upstream::start(|_req, _addr| async {
         tokio::time::sleep(Duration::from_secs(5)).await;

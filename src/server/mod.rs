@@ -147,9 +147,12 @@ impl Gateway {
             let state = state.clone();
             let builder = builder.clone();
             let draining = draining.clone();
+            // Counted from accept on, TLS handshake included, as shutdown waits for it.
+            let open = draining.open.subscribe();
             let acceptor = acceptor.clone();
             let limits = ConnectionLimits::from(&state.snapshot.load().config.server);
             tokio::spawn(async move {
+                let _open = open;
                 let info = Arc::new(ConnectionInfo::new(peer, acceptor.is_some()));
                 let activity = Arc::new(Activity::default());
                 let tracked = TrackedIo::new(stream, activity.clone());
@@ -271,10 +274,7 @@ async fn serve_connection<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let _open = draining.open.subscribe();
     let mut shutdown = pin!(draining.notify.clone().notified_owned());
-    // Registered now: a shutdown from here on is not missed, even before the first poll.
-    shutdown.as_mut().enable();
     let io = TokioIo::new(io);
     let service_activity = activity.clone();
     let service_info = info.clone();
@@ -303,13 +303,13 @@ async fn serve_connection<I>(
     let (mut ticker_armed, mut shutdown_armed, mut shutting_down) = (false, false, false);
     poll_fn(|cx| {
         if !shutting_down {
-            let signalled = if shutdown_armed {
-                draining.started.load(Ordering::Acquire)
-            } else {
+            // The waker first, then the flag: a shutdown that starts after this reads it on
+            // the wake it causes, one that started before is read now.
+            if !shutdown_armed {
                 shutdown_armed = true;
-                shutdown.as_mut().poll(cx).is_ready()
-            };
-            if signalled {
+                let _ = shutdown.as_mut().poll(cx);
+            }
+            if draining.started.load(Ordering::Acquire) {
                 shutting_down = true;
                 connection.as_mut().graceful_shutdown();
             }

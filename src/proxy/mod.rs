@@ -173,7 +173,7 @@ impl UpstreamPool {
                 let start = tokio::time::Instant::from_std(started);
                 let deadline = start
                     .checked_add(self.request_timeout)
-                    .unwrap_or(start + FAR_FUTURE);
+                    .unwrap_or_else(|| start + FAR_FUTURE);
                 let sent = tokio::time::timeout_at(deadline, h1.send(request, started)).await;
                 match sent {
                     Err(_elapsed) => Err(ForwardError::Timeout),

@@ -85,13 +85,11 @@ def main():
             for n in workloads:
                 for name, (pid, url) in builds.items():
                     new = n == "new"
-                    before = compare.cpu_seconds(pid)
-                    result = compare.run_wrk(url, files[n], args.duration, args.connections,
-                                             offsets[name] if new else 0)
-                    used = compare.cpu_seconds(pid) - before
+                    result = compare.run_wrk_measured(pid, url, files[n], args.duration, args.connections,
+                                                      offsets[name] if new else 0)
                     if new:
                         offsets[name] += result["requests"] + args.connections
-                    cpu_us = used * 1e6 / max(1, result["requests"])
+                    cpu_us = result["cpu_us_per_request"]
                     results.setdefault((n, name), []).append((result["rps"], cpu_us, result["p99_us"]))
                     print(f"  round {round_no} N={n:5s} {name}: {result['rps']:8.0f} req/s  "
                           f"{cpu_us:6.1f} µs CPU a request  p99 {result['p99_us']} µs", flush=True)

@@ -213,9 +213,19 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of `pid` so far, together."""
-    return sum(cpu_times(pid))
+def run_wrk_measured(pid, url, tokens, duration, connections, offset=0):
+    """`run_wrk`, with the CPU time of the proxy process `pid` a request added to its result:
+    `cpu_us_per_request`, of it `kernel_us_per_request`, and `cpu_share` of one core. That is
+    the proxy's cost per core whether or not the load generator kept it busy; the kernel's part
+    apart, as the system calls of a proxied request are much the same for every proxy."""
+    before = cpu_times(pid)
+    result = run_wrk(url, tokens, duration, connections, offset)
+    user, kernel = (after - before for after, before in zip(cpu_times(pid), before))
+    per_request = 1e6 / max(1, result["requests"])
+    result["cpu_us_per_request"] = (user + kernel) * per_request
+    result["kernel_us_per_request"] = kernel * per_request
+    result["cpu_share"] = (user + kernel) / result["seconds"]
+    return result
 
 
 def rss_kib(pid: int) -> int:
@@ -473,18 +483,11 @@ def main():
                 share = args.new_pool // args.rounds
                 offset = (round_no - 1) * share if new else 0
                 proxy = name.split()[0]
-                cpu_before = cpu_times(pids[proxy]) if proxy in pids else None
-                result = run_wrk(url, tokens, args.duration, args.connections, offset)
-                if cpu_before is not None:
-                    # The proxy's own CPU time per request: its cost per core, whether or not
-                    # the load generator kept its core busy. The kernel's part apart, as the
-                    # system calls of a proxied request are much the same for every proxy.
-                    user, kernel = (after - before for after, before
-                                    in zip(cpu_times(pids[proxy]), cpu_before))
-                    per_request = 1e6 / max(1, result["requests"])
-                    result["cpu_us_per_request"] = (user + kernel) * per_request
-                    result["kernel_us_per_request"] = kernel * per_request
-                    result["cpu_share"] = (user + kernel) / result["seconds"]
+                if proxy in pids:
+                    result = run_wrk_measured(pids[proxy], url, tokens, args.duration,
+                                              args.connections, offset)
+                else:  # the upstream directly: no proxy to measure
+                    result = run_wrk(url, tokens, args.duration, args.connections, offset)
                 if new and result["requests"] > share:
                     result["tokens_repeated"] = result["requests"] - share
                 results.setdefault(name, []).append(result)

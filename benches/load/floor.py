@@ -73,15 +73,13 @@ def main():
             compare.run_wrk(url, tokens, 4, args.connections)
         for round_no in range(1, args.rounds + 1):
             for name, pid, url in targets:
-                before = compare.cpu_times(pid)
-                result = compare.run_wrk(url, tokens, args.duration, args.connections)
-                user, kernel = (a - b for a, b in zip(compare.cpu_times(pid), before))
+                result = compare.run_wrk_measured(pid, url, tokens, args.duration, args.connections)
                 if result["non_2xx"] or result["socket_errors"]:
                     raise SystemExit(f"{name}: not every request succeeded ({result})")
-                per = 1e6 / max(1, result["requests"])
-                results.setdefault(name, []).append((result["rps"], (user + kernel) * per, user * per, kernel * per))
+                cpu, kernel = result["cpu_us_per_request"], result["kernel_us_per_request"]
+                results.setdefault(name, []).append((result["rps"], cpu, cpu - kernel, kernel))
                 print(f"  round {round_no} {name:32s} {result['rps']:8.0f} req/s  "
-                      f"{(user + kernel) * per:5.1f} µs CPU a request ({user * per:4.1f} user)", flush=True)
+                      f"{cpu:5.1f} µs CPU a request ({cpu - kernel:4.1f} user)", flush=True)
     finally:
         procs.stop()
 

@@ -59,32 +59,38 @@ impl Connections {
 
     /// Sends `request` (origin-form target, Host set) on a kept connection or a new one;
     /// `now` is the time the exchange began.
-    pub async fn send(
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` would hold the request twice; see `gateway`"
+    )]
+    pub fn send(
         self: &Arc<Self>,
         mut request: Request<UpstreamBody>,
         now: Instant,
-    ) -> Result<Response<Body>, SendError> {
-        while let Some(mut sender) = self.take(now) {
-            // Just kept, its connection may still be finishing the previous exchange.
-            if sender.ready().await.is_err() {
-                continue;
+    ) -> impl Future<Output = Result<Response<Body>, SendError>> {
+        async move {
+            while let Some(mut sender) = self.take(now) {
+                // Just kept, its connection may still be finishing the previous exchange.
+                if sender.ready().await.is_err() {
+                    continue;
+                }
+                match sender.try_send_request(request).await {
+                    Ok(response) => return Ok(self.returning(response, sender)),
+                    // The upstream closed the connection before the request was written (an idle
+                    // keep-alive timing out): the request is given back and goes on another one.
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => request = unsent,
+                        None => return Err(SendError::Request(e.into_error())),
+                    },
+                }
             }
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.returning(response, sender)),
-                // The upstream closed the connection before the request was written (an idle
-                // keep-alive timing out): the request is given back and goes on another one.
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(SendError::Request(e.into_error())),
-                },
-            }
+            let mut sender = self.connect().await?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(SendError::Request)?;
+            Ok(self.returning(response, sender))
         }
-        let mut sender = self.connect().await?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(SendError::Request)?;
-        Ok(self.returning(response, sender))
     }
 
     /// The response, with its connection to be kept once the body has been read.

@@ -146,64 +146,70 @@ impl UpstreamPool {
     /// and returns the response head with its body still streaming. `upgrade`: the request
     /// is a WebSocket opening handshake (its Upgrade header restored), which goes through
     /// hyper-util's client, whose connections can be handed over to the tunnel.
-    pub async fn forward(
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` would hold the request twice; see `gateway`"
+    )]
+    pub fn forward(
         &self,
         mut request: Request<UpstreamBody>,
         path_and_query: PathAndQuery,
         upgrade: bool,
         metrics: &UpstreamMetrics,
-    ) -> Result<Response<Body>, ForwardError> {
-        let index = self.pick();
-        let endpoint = &self.endpoints[index];
-        let started = Instant::now();
-        let grpc = is_grpc(&request);
-        let result = match &endpoint.h1 {
-            // The common case: HTTP/1.1 to an `http://` endpoint, on our own pool.
-            Some(h1) if !grpc && !upgrade => {
-                *request.uri_mut() = Uri::from(path_and_query);
-                *request.version_mut() = Version::HTTP_11;
-                if !request.headers().contains_key(HOST) {
-                    let authority = endpoint.endpoint.authority.as_str();
-                    if let Ok(host) = HeaderValue::from_str(authority) {
-                        request.headers_mut().insert(HOST, host);
+    ) -> impl Future<Output = Result<Response<Body>, ForwardError>> {
+        async move {
+            let index = self.pick();
+            let endpoint = &self.endpoints[index];
+            let started = Instant::now();
+            let grpc = is_grpc(&request);
+            let result = match &endpoint.h1 {
+                // The common case: HTTP/1.1 to an `http://` endpoint, on our own pool.
+                Some(h1) if !grpc && !upgrade => {
+                    *request.uri_mut() = Uri::from(path_and_query);
+                    *request.version_mut() = Version::HTTP_11;
+                    if !request.headers().contains_key(HOST) {
+                        let authority = endpoint.endpoint.authority.as_str();
+                        if let Ok(host) = HeaderValue::from_str(authority) {
+                            request.headers_mut().insert(HOST, host);
+                        }
+                    }
+                    // One clock read for the metric, the deadline and the pool's idle check. A
+                    // timeout beyond the clock's range is, as in tokio's own, 30 years.
+                    let start = tokio::time::Instant::from_std(started);
+                    let deadline = start
+                        .checked_add(self.request_timeout)
+                        .unwrap_or_else(|| start + FAR_FUTURE);
+                    let sent = tokio::time::timeout_at(deadline, h1.send(request, started)).await;
+                    match sent {
+                        Err(_elapsed) => Err(ForwardError::Timeout),
+                        Ok(Ok(response)) => Ok(response),
+                        Ok(Err(h1::SendError::Connect(e))) => {
+                            endpoint.eject();
+                            Err(classify_connect(e.as_ref()))
+                        }
+                        Ok(Err(h1::SendError::Request(e))) => Err(classify_request(&e)),
                     }
                 }
-                // One clock read for the metric, the deadline and the pool's idle check. A
-                // timeout beyond the clock's range is, as in tokio's own, 30 years.
-                let start = tokio::time::Instant::from_std(started);
-                let deadline = start
-                    .checked_add(self.request_timeout)
-                    .unwrap_or_else(|| start + FAR_FUTURE);
-                let sent = tokio::time::timeout_at(deadline, h1.send(request, started)).await;
-                match sent {
-                    Err(_elapsed) => Err(ForwardError::Timeout),
-                    Ok(Ok(response)) => Ok(response),
-                    Ok(Err(h1::SendError::Connect(e))) => {
-                        endpoint.eject();
-                        Err(classify_connect(e.as_ref()))
+                _ => self
+                    .forward_pooled(request, path_and_query, endpoint, grpc)
+                    .await
+                    .map(|response| response.map(Body::new)),
+            };
+            match result {
+                Ok(response) => {
+                    metrics.duration.observe(started.elapsed().as_secs_f64());
+                    endpoint.mark_healthy();
+                    Ok(response)
+                }
+                Err(kind) => {
+                    match kind {
+                        ForwardError::Connect => metrics.connect_errors.inc(),
+                        ForwardError::Timeout => metrics.timeouts.inc(),
+                        ForwardError::Protocol => metrics.protocol_errors.inc(),
+                        ForwardError::BodyTooLarge | ForwardError::ClientBody => {}
                     }
-                    Ok(Err(h1::SendError::Request(e))) => Err(classify_request(&e)),
+                    Err(kind)
                 }
-            }
-            _ => self
-                .forward_pooled(request, path_and_query, endpoint, grpc)
-                .await
-                .map(|response| response.map(Body::new)),
-        };
-        match result {
-            Ok(response) => {
-                metrics.duration.observe(started.elapsed().as_secs_f64());
-                endpoint.mark_healthy();
-                Ok(response)
-            }
-            Err(kind) => {
-                match kind {
-                    ForwardError::Connect => metrics.connect_errors.inc(),
-                    ForwardError::Timeout => metrics.timeouts.inc(),
-                    ForwardError::Protocol => metrics.protocol_errors.inc(),
-                    ForwardError::BodyTooLarge | ForwardError::ClientBody => {}
-                }
-                Err(kind)
             }
         }
     }

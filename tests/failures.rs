@@ -95,6 +95,66 @@ async fn slow_upstream_gets_504_after_request_timeout() {
     );
 }
 
+/// On a kept connection as on a new one: the request still waiting at `request_timeout` gets
+/// 504, and its connection (the late answer would still arrive on it) is closed, not given the
+/// next request.
+#[tokio::test]
+async fn a_slow_answer_on_a_kept_connection_gets_504_and_its_connection_is_not_reused() {
+    let upstream = Upstream::start(|request, _addr| async move {
+        if request.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        Response::new(full("fine"))
+    })
+    .await;
+    let gw = Gateway::start(&config(&[upstream.url()], "")).await;
+    let client = client();
+    for _ in 0..3 {
+        let response = client.get(gw.url("/fast")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "fine");
+    }
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "the answered requests share one connection"
+    );
+
+    let started = Instant::now();
+    let response = client.get(gw.url("/slow")).send().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(response.status(), 504);
+    assert_eq!(json_error(response).await, "gateway_timeout");
+    // 300 ms, noticed within one tick (an eighth of it), with room for a busy machine.
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "took {took:?}"
+    );
+
+    let response = client.get(gw.url("/fast")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "fine");
+    assert_eq!(
+        upstream.connections(),
+        2,
+        "the timed-out connection was not reused"
+    );
+    assert_eq!(
+        upstream.seen().len(),
+        5,
+        "the timed-out request was not sent again"
+    );
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "tokengate_upstream_errors_total",
+            &[("upstream", "app"), ("kind", "timeout")]
+        ),
+        Some(1.0)
+    );
+}
+
 #[tokio::test]
 async fn upstream_that_breaks_the_protocol_gets_502() {
     // A "server" that answers garbage and closes.

@@ -4,10 +4,19 @@
 //! goes back into the pool when the last byte of its response body has been passed on (the
 //! response's [`Body`] does that), so no task is spawned per request and nothing is looked up
 //! by key. The connection kept last is used first; those unused for `IDLE_TIMEOUT` close.
+//!
+//! `request_timeout` is kept by the task that drives each connection, not by a timer per
+//! request: a request writes its deadline into its connection's [`Exchange`], and the task,
+//! woken for the request anyway, checks it on a ticker that runs only while a request waits
+//! (a tick is an eighth of the timeout, 5 ms to 1 s; a timeout is noticed up to one tick late).
+//! A timer registered and cancelled for every request cost about 900 instructions of the
+//! roughly 36 000 a proxied request takes (benches/load/FINDINGS.md, "The floor").
 
 use std::collections::VecDeque;
 use std::error::Error;
-use std::pin::Pin;
+use std::future::poll_fn;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -20,7 +29,7 @@ use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower_service::Service as _;
 
-use super::UpstreamBody;
+use super::{UpstreamBody, millis_since_start};
 
 /// A connection unused this long is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -32,11 +41,61 @@ pub struct Connections {
     connector: HttpConnector,
     /// `http://authority`, what the connector dials.
     target: Uri,
+    /// The longest a request waits for its response head once on a connection.
+    request_timeout: Duration,
 }
 
 struct Kept {
-    sender: SendRequest<UpstreamBody>,
+    conn: Conn,
     since: Instant,
+}
+
+/// One connection: the handle requests are sent through, and the request clock it shares
+/// with the task driving it.
+struct Conn {
+    sender: SendRequest<UpstreamBody>,
+    exchange: Arc<Exchange>,
+}
+
+/// The deadline of the request waiting on a connection, shared by the request and the task
+/// that drives the connection: `IDLE` when none waits, `TIMED_OUT` once the task has given up
+/// on it (and closed the connection), else milliseconds on `millis_since_start`'s clock.
+#[derive(Default)]
+struct Exchange {
+    deadline: AtomicU64,
+}
+
+const IDLE: u64 = 0;
+const TIMED_OUT: u64 = u64::MAX;
+
+impl Exchange {
+    /// A request starts waiting: it times out at `deadline`.
+    fn begin(&self, deadline: u64) {
+        self.deadline
+            .store(deadline.clamp(1, TIMED_OUT - 1), Ordering::Release);
+    }
+
+    /// The request's wait is over (a response head, or an error): whether it had timed out.
+    fn end(&self) -> bool {
+        self.deadline.swap(IDLE, Ordering::AcqRel) == TIMED_OUT
+    }
+
+    fn waiting(&self) -> bool {
+        !matches!(self.deadline.load(Ordering::Acquire), IDLE | TIMED_OUT)
+    }
+
+    /// Gives up on the waiting request if its deadline is `now` or earlier. Whichever of this
+    /// and `end` comes first decides, so a response head arriving at the deadline is either
+    /// passed on whole or not at all.
+    fn expire(&self, now: u64) -> bool {
+        let deadline = self.deadline.load(Ordering::Acquire);
+        !matches!(deadline, IDLE | TIMED_OUT)
+            && now >= deadline
+            && self
+                .deadline
+                .compare_exchange(deadline, TIMED_OUT, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
 }
 
 /// Why a request got no response.
@@ -46,14 +105,17 @@ pub enum SendError {
     Connect(Box<dyn Error + Send + Sync>),
     /// The connection failed while the request or the response head was in flight.
     Request(hyper::Error),
+    /// No response head within `request_timeout`.
+    Timeout,
 }
 
 impl Connections {
-    pub fn new(connector: HttpConnector, target: Uri) -> Self {
+    pub fn new(connector: HttpConnector, target: Uri, request_timeout: Duration) -> Self {
         Self {
             kept: Mutex::new(VecDeque::new()),
             connector,
             target,
+            request_timeout,
         }
     }
 
@@ -69,13 +131,24 @@ impl Connections {
         now: Instant,
     ) -> impl Future<Output = Result<Response<Body>, SendError>> {
         async move {
-            while let Some(mut sender) = self.take(now) {
+            let deadline = millis_since_start(now).saturating_add(
+                u64::try_from(self.request_timeout.as_millis()).unwrap_or(u64::MAX),
+            );
+            while let Some(mut conn) = self.take(now) {
+                conn.exchange.begin(deadline);
                 // Just kept, its connection may still be finishing the previous exchange.
-                if sender.ready().await.is_err() {
+                if conn.sender.ready().await.is_err() {
+                    if conn.exchange.end() {
+                        return Err(SendError::Timeout);
+                    }
                     continue;
                 }
-                match sender.try_send_request(request).await {
-                    Ok(response) => return Ok(self.returning(response, sender)),
+                let sent = conn.sender.try_send_request(request).await;
+                if conn.exchange.end() {
+                    return Err(SendError::Timeout);
+                }
+                match sent {
+                    Ok(response) => return Ok(self.returning(response, conn)),
                     // The upstream closed the connection before the request was written (an idle
                     // keep-alive timing out): the request is given back and goes on another one.
                     Err(mut e) => match e.take_message() {
@@ -84,25 +157,22 @@ impl Connections {
                     },
                 }
             }
-            let mut sender = self.connect().await?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(SendError::Request)?;
-            Ok(self.returning(response, sender))
+            let mut conn = self.connect().await?;
+            conn.exchange.begin(deadline);
+            let sent = conn.sender.send_request(request).await;
+            if conn.exchange.end() {
+                return Err(SendError::Timeout);
+            }
+            Ok(self.returning(sent.map_err(SendError::Request)?, conn))
         }
     }
 
     /// The response, with its connection to be kept once the body has been read.
-    fn returning(
-        self: &Arc<Self>,
-        response: Response<Incoming>,
-        sender: SendRequest<UpstreamBody>,
-    ) -> Response<Body> {
+    fn returning(self: &Arc<Self>, response: Response<Incoming>, conn: Conn) -> Response<Body> {
         let done = response.body().is_end_stream();
         let mut response = response.map(|inner| Body {
             inner,
-            keep: Some((self.clone(), sender)),
+            keep: Some((self.clone(), conn)),
         });
         if done {
             response.body_mut().finished();
@@ -110,7 +180,7 @@ impl Connections {
         response
     }
 
-    fn take(&self, now: Instant) -> Option<SendRequest<UpstreamBody>> {
+    fn take(&self, now: Instant) -> Option<Conn> {
         let mut kept = self.lock();
         while let Some(candidate) = kept.pop_back() {
             if now.saturating_duration_since(candidate.since) >= IDLE_TIMEOUT {
@@ -118,15 +188,15 @@ impl Connections {
                 kept.clear();
                 return None;
             }
-            if !candidate.sender.is_closed() {
-                return Some(candidate.sender);
+            if !candidate.conn.sender.is_closed() {
+                return Some(candidate.conn);
             }
         }
         None
     }
 
-    fn keep(&self, sender: SendRequest<UpstreamBody>) {
-        if sender.is_closed() {
+    fn keep(&self, conn: Conn) {
+        if conn.sender.is_closed() {
             return;
         }
         let since = Instant::now();
@@ -139,11 +209,11 @@ impl Connections {
             kept.pop_front();
         }
         if kept.len() < MAX_KEPT {
-            kept.push_back(Kept { sender, since });
+            kept.push_back(Kept { conn, since });
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, SendError> {
+    async fn connect(&self) -> Result<Conn, SendError> {
         let io = self
             .connector
             .clone()
@@ -154,16 +224,53 @@ impl Connections {
             .handshake(io)
             .await
             .map_err(SendError::Request)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream connection closed with an error");
-            }
-        });
-        Ok(sender)
+        let exchange = Arc::new(Exchange::default());
+        let tick =
+            (self.request_timeout / 8).clamp(Duration::from_millis(5), Duration::from_secs(1));
+        tokio::spawn(drive(connection, exchange.clone(), tick));
+        Ok(Conn { sender, exchange })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Kept>> {
         self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Drives one connection until it closes, or until the request waiting on it outlives its
+/// deadline: the connection is then closed (the rest of that response would still be coming).
+///
+/// The ticker is polled only when it may have fired, as the server's connections poll theirs
+/// (`server::serve_connection`), and is set again only while a request waits.
+async fn drive(
+    connection: impl Future<Output = hyper::Result<()>>,
+    exchange: Arc<Exchange>,
+    tick: Duration,
+) {
+    let mut connection = pin!(connection);
+    let mut ticker = pin!(tokio::time::sleep(tick));
+    let mut armed = false;
+    let result = poll_fn(|cx| {
+        if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        while exchange.waiting() && (!armed || ticker.is_elapsed()) {
+            let now = Instant::now();
+            if armed && exchange.expire(millis_since_start(now)) {
+                tracing::debug!("upstream request_timeout reached; connection closed");
+                return Poll::Ready(Ok(()));
+            }
+            ticker
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(now) + tick);
+            // Registers this task's waker; fired at once only if the clock jumped.
+            let _ = ticker.as_mut().poll(cx);
+            armed = true;
+        }
+        Poll::Pending
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "upstream connection closed with an error");
     }
 }
 
@@ -172,7 +279,7 @@ impl Connections {
 /// takes the connection with it, since the rest of the response would still be on the wire.
 pub struct Body {
     inner: Incoming,
-    keep: Option<(Arc<Connections>, SendRequest<UpstreamBody>)>,
+    keep: Option<(Arc<Connections>, Conn)>,
 }
 
 impl Body {
@@ -181,8 +288,8 @@ impl Body {
     }
 
     fn finished(&mut self) {
-        if let Some((pool, sender)) = self.keep.take() {
-            pool.keep(sender);
+        if let Some((pool, conn)) = self.keep.take() {
+            pool.keep(conn);
         }
     }
 }

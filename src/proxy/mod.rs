@@ -40,9 +40,6 @@ use crate::reject::Rejection;
 /// The request body sent upstream: the client's, streamed, with `max_body_bytes` enforced.
 pub type UpstreamBody = Limited<Incoming>;
 
-/// The deadline of a request timeout too long for the clock: in effect none.
-const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
-
 /// First ejection of an endpoint that refused a connection; doubled per consecutive failure.
 const EJECT_BASE: Duration = Duration::from_secs(2);
 const EJECT_MAX: Duration = Duration::from_secs(30);
@@ -131,7 +128,11 @@ impl UpstreamPool {
                             .path_and_query("/")
                             .build()
                             .expect("a validated endpoint makes a URI");
-                        Arc::new(h1::Connections::new(connector.clone(), target))
+                        Arc::new(h1::Connections::new(
+                            connector.clone(),
+                            target,
+                            upstream.request_timeout,
+                        ))
                     }),
                     ejected_until: AtomicU64::new(0),
                     consecutive_failures: AtomicU32::new(0),
@@ -173,21 +174,16 @@ impl UpstreamPool {
                             request.headers_mut().insert(HOST, host);
                         }
                     }
-                    // One clock read for the metric, the deadline and the pool's idle check. A
-                    // timeout beyond the clock's range is, as in tokio's own, 30 years.
-                    let start = tokio::time::Instant::from_std(started);
-                    let deadline = start
-                        .checked_add(self.request_timeout)
-                        .unwrap_or_else(|| start + FAR_FUTURE);
-                    let sent = tokio::time::timeout_at(deadline, h1.send(request, started)).await;
-                    match sent {
-                        Err(_elapsed) => Err(ForwardError::Timeout),
-                        Ok(Ok(response)) => Ok(response),
-                        Ok(Err(h1::SendError::Connect(e))) => {
+                    // One clock read for the metric, the deadline and the pool's idle check; the
+                    // connection's task keeps the deadline (see `h1`).
+                    match h1.send(request, started).await {
+                        Ok(response) => Ok(response),
+                        Err(h1::SendError::Timeout) => Err(ForwardError::Timeout),
+                        Err(h1::SendError::Connect(e)) => {
                             endpoint.eject();
                             Err(classify_connect(e.as_ref()))
                         }
-                        Ok(Err(h1::SendError::Request(e))) => Err(classify_request(&e)),
+                        Err(h1::SendError::Request(e)) => Err(classify_request(&e)),
                     }
                 }
                 _ => self
@@ -377,5 +373,12 @@ fn clock_start() -> Instant {
 
 /// Milliseconds since the process's clock start; never 0, which means "healthy".
 fn now_millis() -> u64 {
-    clock_start().elapsed().as_millis() as u64 + 1
+    millis_since_start(Instant::now())
+}
+
+/// `at` in milliseconds since the process's clock start, plus one (so never 0).
+fn millis_since_start(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(clock_start()).as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
 }

@@ -31,6 +31,16 @@ async fn json_error(response: reqwest::Response) -> String {
     body["error"].as_str().unwrap().to_owned()
 }
 
+/// `tokengate_upstream_errors_total` of the upstream `app` for `kind`.
+async fn upstream_errors(gw: &Gateway, kind: &str) -> Option<f64> {
+    let metrics = gw.metrics().await;
+    metric_value(
+        &metrics,
+        "tokengate_upstream_errors_total",
+        &[("upstream", "app"), ("kind", kind)],
+    )
+}
+
 #[tokio::test]
 async fn unreachable_upstream_gets_502_and_is_counted() {
     let dead = closed_port().await;
@@ -38,16 +48,7 @@ async fn unreachable_upstream_gets_502_and_is_counted() {
     let response = client().get(gw.url("/x")).send().await.unwrap();
     assert_eq!(response.status(), 502);
     assert_eq!(json_error(response).await, "bad_gateway");
-    let metrics = gw.metrics().await;
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "tokengate_upstream_errors_total",
-            &[("upstream", "app"), ("kind", "connect")]
-        ),
-        Some(1.0),
-        "{metrics}"
-    );
+    assert_eq!(upstream_errors(&gw, "connect").await, Some(1.0));
 }
 
 #[tokio::test]
@@ -84,15 +85,7 @@ async fn slow_upstream_gets_504_after_request_timeout() {
         started.elapsed()
     );
     assert_eq!(json_error(response).await, "gateway_timeout");
-    let metrics = gw.metrics().await;
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "tokengate_upstream_errors_total",
-            &[("upstream", "app"), ("kind", "timeout")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(upstream_errors(&gw, "timeout").await, Some(1.0));
 }
 
 /// On a kept connection as on a new one: the request still waiting at `request_timeout` gets
@@ -145,15 +138,7 @@ async fn a_slow_answer_on_a_kept_connection_gets_504_and_its_connection_is_not_r
         5,
         "the timed-out request was not sent again"
     );
-    let metrics = gw.metrics().await;
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "tokengate_upstream_errors_total",
-            &[("upstream", "app"), ("kind", "timeout")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(upstream_errors(&gw, "timeout").await, Some(1.0));
 }
 
 #[tokio::test]
@@ -172,15 +157,7 @@ async fn upstream_that_breaks_the_protocol_gets_502() {
     let gw = Gateway::start(&config(&[format!("http://{addr}")], "")).await;
     let response = client().get(gw.url("/x")).send().await.unwrap();
     assert_eq!(response.status(), 502);
-    let metrics = gw.metrics().await;
-    assert_eq!(
-        metric_value(
-            &metrics,
-            "tokengate_upstream_errors_total",
-            &[("upstream", "app"), ("kind", "protocol")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(upstream_errors(&gw, "protocol").await, Some(1.0));
     garbage.abort();
 }
 

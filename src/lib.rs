@@ -28,5 +28,6 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod sources;
+mod ticker;
 
 pub use server::{Gateway, ServeError};

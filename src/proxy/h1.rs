@@ -30,6 +30,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tower_service::Service as _;
 
 use super::{UpstreamBody, millis_since_start};
+use crate::ticker::Ticker;
 
 /// A connection unused this long is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -239,32 +240,25 @@ impl Connections {
 /// Drives one connection until it closes, or until the request waiting on it outlives its
 /// deadline: the connection is then closed (the rest of that response would still be coming).
 ///
-/// The ticker is polled only when it may have fired, as the server's connections poll theirs
-/// (`server::serve_connection`), and is set again only while a request waits.
+/// The ticker (see `ticker`) is set again only while a request waits.
 async fn drive(
     connection: impl Future<Output = hyper::Result<()>>,
     exchange: Arc<Exchange>,
     tick: Duration,
 ) {
     let mut connection = pin!(connection);
-    let mut ticker = pin!(tokio::time::sleep(tick));
-    let mut armed = false;
+    let sleep = pin!(tokio::time::sleep(tick));
+    let mut ticker = Ticker::new(sleep, tick);
     let result = poll_fn(|cx| {
         if let Poll::Ready(result) = connection.as_mut().poll(cx) {
             return Poll::Ready(result);
         }
-        while exchange.waiting() && (!armed || ticker.is_elapsed()) {
-            let now = Instant::now();
-            if armed && exchange.expire(millis_since_start(now)) {
-                tracing::debug!("upstream request_timeout reached; connection closed");
-                return Poll::Ready(Ok(()));
-            }
-            ticker
-                .as_mut()
-                .reset(tokio::time::Instant::from_std(now) + tick);
-            // Registers this task's waker; fired at once only if the clock jumped.
-            let _ = ticker.as_mut().poll(cx);
-            armed = true;
+        if exchange.waiting()
+            && let Some(now) = ticker.tick(cx)
+            && exchange.expire(millis_since_start(now))
+        {
+            tracing::debug!("upstream request_timeout reached; connection closed");
+            return Poll::Ready(Ok(()));
         }
         Poll::Pending
     })

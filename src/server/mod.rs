@@ -23,6 +23,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use crate::config::Config;
 use crate::gateway::{self, ConnectionInfo};
 use crate::snapshot::State;
+use crate::ticker::Ticker;
 use io::{Activity, InFlight, TrackedIo};
 
 /// Why the gateway could not start or stopped.
@@ -295,12 +296,12 @@ async fn serve_connection<I>(
     let tick = (limits.idle_timeout.min(limits.header_read_timeout) / 4)
         .clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut clock = ConnectionClock::new(Instant::now());
-    let mut ticker = pin!(tokio::time::sleep(tick));
-    // The ticker and the shutdown signal are polled once and then only when they may have
-    // fired: each keeps the waker of its last poll, which is this task's and does not change,
-    // so polling them again on every wake of the connection would only repeat that (about
-    // 600 instructions a request; benches/load/FINDINGS.md, "The floor").
-    let (mut ticker_armed, mut shutdown_armed, mut shutting_down) = (false, false, false);
+    let sleep = pin!(tokio::time::sleep(tick));
+    let mut ticker = Ticker::new(sleep, tick);
+    // The shutdown signal is polled once and then only read as a flag, as the ticker is only
+    // looked at until it fires (see `ticker`): it keeps the waker of its last poll, which is
+    // this task's and does not change.
+    let (mut shutdown_armed, mut shutting_down) = (false, false);
     poll_fn(|cx| {
         if !shutting_down {
             // The waker first, then the flag: a shutdown that starts after this reads it on
@@ -320,20 +321,11 @@ async fn serve_connection<I>(
             }
             return Poll::Ready(());
         }
-        while !ticker_armed || ticker.is_elapsed() {
-            if ticker.as_mut().poll(cx).is_pending() {
-                ticker_armed = true;
-                break;
-            }
-            let now = Instant::now();
-            if let Some(reason) = clock.expired(&activity, now, limits) {
-                tracing::debug!(peer = %info.peer, reason, "closing connection");
-                return Poll::Ready(());
-            }
-            ticker
-                .as_mut()
-                .reset(tokio::time::Instant::from_std(now) + tick);
-            ticker_armed = false;
+        if let Some(now) = ticker.tick(cx)
+            && let Some(reason) = clock.expired(&activity, now, limits)
+        {
+            tracing::debug!(peer = %info.peer, reason, "closing connection");
+            return Poll::Ready(());
         }
         Poll::Pending
     })

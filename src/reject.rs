@@ -25,8 +25,11 @@ pub enum Rejection {
     PayloadTooLarge,
     BadGateway,
     GatewayTimeout,
-    /// The issuer's keys are too old to trust; retry after this many seconds.
+    /// What a protected route needs is not there yet or no longer (the issuer's keys are too
+    /// old to trust, or a revocation source has not loaded once); retry after this many
+    /// seconds.
     Unavailable {
+        why: &'static str,
         retry_after_secs: u64,
     },
 }
@@ -58,10 +61,7 @@ impl Rejection {
             Rejection::PayloadTooLarge => ("payload_too_large", "the request body is too large"),
             Rejection::BadGateway => ("bad_gateway", "the upstream could not be reached"),
             Rejection::GatewayTimeout => ("gateway_timeout", "the upstream did not answer in time"),
-            Rejection::Unavailable { .. } => (
-                "temporarily_unavailable",
-                "the issuer's signing keys could not be refreshed",
-            ),
+            Rejection::Unavailable { why, .. } => ("temporarily_unavailable", why),
         }
     }
 
@@ -81,7 +81,10 @@ impl Rejection {
                 headers.insert(WWW_AUTHENTICATE, value);
             }
         }
-        if let Rejection::Unavailable { retry_after_secs } = self {
+        if let Rejection::Unavailable {
+            retry_after_secs, ..
+        } = self
+        {
             headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         response

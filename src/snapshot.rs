@@ -74,12 +74,13 @@ impl Snapshot {
             .collect();
         let revocations = match &config.revocation {
             None => None,
-            Some(r) => match previous
-                .and_then(|p| p.revocations.as_ref())
-                .filter(|old| old.config == *r)
-            {
-                Some(old) => Some(old.clone()),
-                None => Some(Arc::new(Revocations::start(r, metrics.revocation())?)),
+            Some(r) => match previous.and_then(|p| p.revocations.as_ref()) {
+                Some(old) if old.config == *r => Some(old.clone()),
+                old => Some(Arc::new(Revocations::start(
+                    r,
+                    metrics.revocation(),
+                    old.map(Arc::as_ref),
+                )?)),
             },
         };
         // Cached verifications name issuers by index: keep them only if the list is the same.

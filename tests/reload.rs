@@ -197,3 +197,54 @@ async fn a_new_listen_address_waits_for_a_restart_and_the_rest_applies() {
     .await;
     assert_eq!(gw.status("/added").await, 200, "served on the old address");
 }
+
+/// A reload that changes the revocation section starts its sources again, but a URL source it
+/// had before keeps its last list: down at that moment, its revocations still hold, and good
+/// tokens still pass rather than wait for it.
+#[tokio::test]
+async fn a_reload_that_changes_the_revocation_section_keeps_a_url_sources_last_list() {
+    let up = Arc::new(AtomicBool::new(true));
+    let lists = {
+        let up = up.clone();
+        Upstream::start(move |_req, _| {
+            let up = up.load(Ordering::SeqCst);
+            async move {
+                if up {
+                    Response::new(full("jti:revoked\n"))
+                } else {
+                    Response::builder().status(503).body(full("down")).unwrap()
+                }
+            }
+        })
+        .await
+    };
+    let upstream = Upstream::echo().await;
+    let key = TestKey::shared("ES256");
+    let jwks = JwksServer::start(&[&key]).await;
+    let with_revocation = |refresh: &str| {
+        format!(
+            "{}revocation:\n  sources:\n    - url: \"{}/revoked.txt\"\n      refresh_interval: {refresh}\n",
+            config(&upstream.url(), &jwks.url(), ""),
+            lists.url()
+        )
+    };
+    let (_dir, path, gw) = start_from_file(&with_revocation("200ms")).await;
+    let status = async |jti: &str| {
+        client()
+            .get(gw.url("/p/x"))
+            .bearer_auth(key.token(&claims(json!({ "jti": jti }))))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status("revoked").await, 401);
+    up.store(false, Ordering::SeqCst);
+    write(&path, &with_revocation("300ms"));
+    eventually("the reload", Duration::from_secs(5), async || {
+        reloads(&gw, "ok").await >= 1.0
+    })
+    .await;
+    assert_eq!(status("good").await, 200);
+    assert_eq!(status("revoked").await, 401);
+}

@@ -25,7 +25,15 @@ struct Setup {
     _jwks: JwksServer,
 }
 
+/// A gateway with this `revocation:` section, ready.
 async fn setup(revocation: &str) -> Setup {
+    let s = start(revocation).await;
+    s.gw.wait_ready().await;
+    s
+}
+
+/// The same, not waiting for `/readyz`.
+async fn start(revocation: &str) -> Setup {
     let key = TestKey::shared("ES256");
     let upstream = Upstream::echo().await;
     let jwks = JwksServer::start(&[&key]).await;
@@ -35,7 +43,6 @@ async fn setup(revocation: &str) -> Setup {
         issuer_yaml("corp", ISSUER, &jwks.url(), ""),
     );
     let gw = Gateway::start(&yaml).await;
-    gw.wait_ready().await;
     Setup {
         gw,
         key,
@@ -265,6 +272,85 @@ async fn subjects_are_revoked_through_a_url_source_while_others_pass() {
     assert_eq!(failures.load(Ordering::SeqCst), 0);
 }
 
+/// Ready means revocations hold: `/readyz` turns 200 only once a URL source's first list is
+/// in the set that requests check, not as soon as it is fetched (the set is built afterwards,
+/// on another thread; a long list makes that take a while).
+#[tokio::test]
+async fn a_revoked_token_is_refused_from_the_moment_the_gateway_is_ready() {
+    let list: String = std::iter::once("jti:revoked-at-start\n".to_owned())
+        .chain((0..300_000).map(|i| format!("jti:filler-{i}\n")))
+        .collect();
+    let list = bytes::Bytes::from(list);
+    let server = Upstream::start(move |_req, _| {
+        let list = list.clone();
+        async move { Response::new(full(list)) }
+    })
+    .await;
+    // `setup` returns as soon as `/readyz` answers 200.
+    let s = setup(&format!(
+        "  sources:\n    - url: \"{}/revoked.txt\"\n",
+        server.url()
+    ))
+    .await;
+    assert_eq!(
+        status_with(&s.gw, &token(&s.key, "revoked-at-start", "u")).await,
+        401
+    );
+}
+
+/// Until a URL source has answered once, a revoked token cannot be told from a good one:
+/// protected routes answer 503 with Retry-After (as they do before an issuer's keys load),
+/// and `/readyz` says not ready.
+#[tokio::test]
+async fn protected_routes_wait_for_every_revocation_source_to_load_once() {
+    let up = Arc::new(AtomicBool::new(false));
+    let server = {
+        let up = up.clone();
+        Upstream::start(move |_req, _| {
+            let up = up.load(Ordering::SeqCst);
+            async move {
+                if up {
+                    Response::new(full("jti:revoked-at-start\n"))
+                } else {
+                    Response::builder().status(503).body(full("down")).unwrap()
+                }
+            }
+        })
+        .await
+    };
+    let s = start(&format!(
+        "  sources:\n    - url: \"{}/revoked.txt\"\n      refresh_interval: 200ms\n",
+        server.url()
+    ))
+    .await;
+    let (good, revoked) = (
+        token(&s.key, "good", "u"),
+        token(&s.key, "revoked-at-start", "u"),
+    );
+    // The issuer's keys load at once; the list does not.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ready = client()
+        .get(s.gw.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    for token in [&good, &revoked] {
+        let response = client()
+            .get(s.gw.url("/x"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503);
+        assert!(response.headers().contains_key("retry-after"));
+    }
+    up.store(true, Ordering::SeqCst);
+    s.gw.wait_ready().await;
+    assert_eq!(status_with(&s.gw, &good).await, 200);
+    assert_eq!(status_with(&s.gw, &revoked).await, 401);
+}
+
 #[tokio::test]
 async fn a_failing_url_source_keeps_its_last_good_entries() {
     let fail = Arc::new(AtomicBool::new(false));
@@ -361,45 +447,4 @@ async fn a_saturated_filter_never_refuses_a_valid_token() {
         status_with(&s.gw, &token(&s.key, "revoked-499", "v")).await,
         401
     );
-}
-
-#[tokio::test]
-async fn readiness_waits_for_a_url_source() {
-    let up = Arc::new(AtomicBool::new(false));
-    let server = {
-        let up = up.clone();
-        Upstream::start(move |_req, _| {
-            let ok = up.load(Ordering::SeqCst);
-            async move {
-                if ok {
-                    Response::new(full("x\n"))
-                } else {
-                    Response::builder().status(500).body(full("")).unwrap()
-                }
-            }
-        })
-        .await
-    };
-    let key = TestKey::shared("ES256");
-    let upstream = Upstream::echo().await;
-    let jwks = JwksServer::start(&[&key]).await;
-    let yaml = format!(
-        "upstreams:\n  app:\n    endpoints: [\"{}\"]\nissuers:\n{}revocation:\n  sources:\n    - url: \"{}/r\"\n      refresh_interval: 200ms\n{ROUTES}",
-        upstream.url(),
-        issuer_yaml("corp", ISSUER, &jwks.url(), ""),
-        server.url()
-    );
-    let gw = Gateway::start(&yaml).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        client()
-            .get(gw.admin_url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
-    up.store(true, Ordering::SeqCst);
-    gw.wait_ready().await;
 }

@@ -156,6 +156,18 @@ pub async fn authenticate(
         }
     };
 
+    // Until every revocation source has loaded once, a revoked token cannot be told from a
+    // good one: 503, while `/readyz` says not ready.
+    if revocations.is_some_and(|r| !r.all_loaded()) {
+        return refuse(
+            Rejection::Unavailable {
+                why: "the revocation lists have not loaded yet",
+                retry_after_secs: 1,
+            },
+            AuthResult::InvalidToken,
+            None,
+        );
+    }
     let now = SystemTime::now();
     let verified = match cached(token, cache, issuers, now) {
         Some(hit) => {
@@ -197,6 +209,7 @@ pub async fn authenticate(
                         ),
                         Failure::Unavailable { issuer } => (
                             Rejection::Unavailable {
+                                why: "the issuer's signing keys could not be refreshed",
                                 retry_after_secs: issuers.list[issuer]
                                     .config
                                     .jwks

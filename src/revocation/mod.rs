@@ -11,6 +11,7 @@ pub mod set;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
@@ -59,6 +60,10 @@ struct Shared {
     set: ArcSwap<RevocationSet>,
     /// Each source's last good list; `None` until its first load.
     slots: Vec<ArcSwapOption<RevocationList>>,
+    /// The set requests check holds a list from every source. A list is in its slot before
+    /// it is in the set (the set is rebuilt afterwards, on another thread), so readiness
+    /// waits for this, not for the slots.
+    complete: AtomicBool,
     expected: u64,
     false_positive_rate: f64,
     metrics: RevocationMetrics,
@@ -75,8 +80,14 @@ impl Drop for Revocations {
 
 impl Revocations {
     /// Loads the file sources now (so revocations hold from the first request), starts
-    /// watching them, and starts polling the URL sources.
-    pub fn start(config: &Revocation, metrics: RevocationMetrics) -> Result<Self, RevocationError> {
+    /// watching them, and starts polling the URL sources. A URL source that `previous` (the
+    /// sources before a reload) polled too starts with its last good list, so that changing
+    /// the section neither drops its revocations nor holds protected routes until it answers.
+    pub fn start(
+        config: &Revocation,
+        metrics: RevocationMetrics,
+        previous: Option<&Revocations>,
+    ) -> Result<Self, RevocationError> {
         let (rebuild, rebuilds) = mpsc::channel(1);
         let mut slots = Vec::with_capacity(config.sources.len());
         let mut watches = Vec::new();
@@ -93,17 +104,21 @@ impl Revocations {
                 let list = parse_reporting(&bytes, path.display());
                 slot.store(Some(Arc::new(list)));
                 watches.push((index, watch, content_hash(&bytes)));
+            } else if let RevocationSource::Url { url, .. } = source {
+                slot.store(previous.and_then(|p| p.last_list_of(url)));
             }
             slots.push(slot);
         }
         let initial: Vec<Arc<RevocationList>> =
             slots.iter().filter_map(|s| s.load_full()).collect();
+        let complete = AtomicBool::new(initial.len() == slots.len());
         let set =
             RevocationSet::build(initial, config.expected_entries, config.false_positive_rate);
         metrics.entries.set(set.entries() as i64);
         let shared = Arc::new(Shared {
             set: ArcSwap::from_pointee(set),
             slots,
+            complete,
             expected: config.expected_entries,
             false_positive_rate: config.false_positive_rate,
             metrics,
@@ -139,9 +154,20 @@ impl Revocations {
         self.shared.set.load()
     }
 
-    /// Every source has loaded at least once (readiness).
+    /// The last good list of the URL source `url`, if it has loaded.
+    fn last_list_of(&self, url: &str) -> Option<Arc<RevocationList>> {
+        let index = self
+            .config
+            .sources
+            .iter()
+            .position(|s| matches!(s, RevocationSource::Url { url: u, .. } if u == url))?;
+        self.shared.slots[index].load_full()
+    }
+
+    /// Every source has loaded at least once and its list is in the set requests check
+    /// (readiness).
     pub fn all_loaded(&self) -> bool {
-        self.shared.slots.iter().all(|s| s.load().is_some())
+        self.shared.complete.load(Ordering::Acquire)
     }
 }
 
@@ -218,6 +244,7 @@ async fn merge(shared: Arc<Shared>, mut rebuilds: mpsc::Receiver<()>) {
     while rebuilds.recv().await.is_some() {
         let lists: Vec<Arc<RevocationList>> =
             shared.slots.iter().filter_map(|s| s.load_full()).collect();
+        let complete = lists.len() == shared.slots.len();
         let (expected, rate) = (shared.expected, shared.false_positive_rate);
         let started = std::time::Instant::now();
         match tokio::task::spawn_blocking(move || RevocationSet::build(lists, expected, rate)).await
@@ -230,6 +257,9 @@ async fn merge(shared: Arc<Shared>, mut rebuilds: mpsc::Receiver<()>) {
                 );
                 shared.metrics.entries.set(set.entries() as i64);
                 shared.set.store(Arc::new(set));
+                if complete {
+                    shared.complete.store(true, Ordering::Release);
+                }
             }
             Err(e) => tracing::error!("revocation rebuild failed: {e}"),
         }

@@ -204,20 +204,7 @@ async fn a_new_listen_address_waits_for_a_restart_and_the_rest_applies() {
 #[tokio::test]
 async fn a_reload_that_changes_the_revocation_section_keeps_a_url_sources_last_list() {
     let up = Arc::new(AtomicBool::new(true));
-    let lists = {
-        let up = up.clone();
-        Upstream::start(move |_req, _| {
-            let up = up.load(Ordering::SeqCst);
-            async move {
-                if up {
-                    Response::new(full("jti:revoked\n"))
-                } else {
-                    Response::builder().status(503).body(full("down")).unwrap()
-                }
-            }
-        })
-        .await
-    };
+    let lists = Upstream::switchable("jti:revoked\n", up.clone()).await;
     let upstream = Upstream::echo().await;
     let key = TestKey::shared("ES256");
     let jwks = JwksServer::start(&[&key]).await;

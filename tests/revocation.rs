@@ -51,6 +51,14 @@ async fn start(revocation: &str) -> Setup {
     }
 }
 
+/// The `revocation:` section of one URL source, polled every 200 ms.
+fn polled(server: &Upstream) -> String {
+    format!(
+        "  sources:\n    - url: \"{}/revoked.txt\"\n      refresh_interval: 200ms\n",
+        server.url()
+    )
+}
+
 fn token(key: &TestKey, jti: &str, sub: &str) -> String {
     key.token(&claims(json!({"jti": jti, "sub": sub})))
 }
@@ -228,11 +236,7 @@ async fn subjects_are_revoked_through_a_url_source_while_others_pass() {
         })
         .await
     };
-    let s = setup(&format!(
-        "  sources:\n    - url: \"{}/revoked.txt\"\n      refresh_interval: 200ms\n",
-        server.url()
-    ))
-    .await;
+    let s = setup(&polled(&server)).await;
     let mallory = token(&s.key, "m-1", "mallory");
     let older = s.key.token(&claims(
         json!({"jti": "o-1", "sub": "oscar", "iat": now() - 100}),
@@ -304,25 +308,8 @@ async fn a_revoked_token_is_refused_from_the_moment_the_gateway_is_ready() {
 #[tokio::test]
 async fn protected_routes_wait_for_every_revocation_source_to_load_once() {
     let up = Arc::new(AtomicBool::new(false));
-    let server = {
-        let up = up.clone();
-        Upstream::start(move |_req, _| {
-            let up = up.load(Ordering::SeqCst);
-            async move {
-                if up {
-                    Response::new(full("jti:revoked-at-start\n"))
-                } else {
-                    Response::builder().status(503).body(full("down")).unwrap()
-                }
-            }
-        })
-        .await
-    };
-    let s = start(&format!(
-        "  sources:\n    - url: \"{}/revoked.txt\"\n      refresh_interval: 200ms\n",
-        server.url()
-    ))
-    .await;
+    let server = Upstream::switchable("jti:revoked-at-start\n", up.clone()).await;
+    let s = start(&polled(&server)).await;
     let (good, revoked) = (
         token(&s.key, "good", "u"),
         token(&s.key, "revoked-at-start", "u"),
@@ -353,34 +340,15 @@ async fn protected_routes_wait_for_every_revocation_source_to_load_once() {
 
 #[tokio::test]
 async fn a_failing_url_source_keeps_its_last_good_entries() {
-    let fail = Arc::new(AtomicBool::new(false));
-    let fetches = Arc::new(AtomicUsize::new(0));
-    let server = {
-        let (fail, fetches) = (fail.clone(), fetches.clone());
-        Upstream::start(move |_req, _| {
-            let failing = fail.load(Ordering::SeqCst);
-            fetches.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if failing {
-                    Response::builder().status(503).body(full("down")).unwrap()
-                } else {
-                    Response::new(full("jti:kept-revoked\n"))
-                }
-            }
-        })
-        .await
-    };
-    let s = setup(&format!(
-        "  sources:\n    - url: \"{}/revoked.txt\"\n      refresh_interval: 200ms\n",
-        server.url()
-    ))
-    .await;
+    let up = Arc::new(AtomicBool::new(true));
+    let server = Upstream::switchable("jti:kept-revoked\n", up.clone()).await;
+    let s = setup(&polled(&server)).await;
     let victim = token(&s.key, "kept-revoked", "u");
     assert_eq!(status_with(&s.gw, &victim).await, 401);
-    fail.store(true, Ordering::SeqCst);
-    let before = fetches.load(Ordering::SeqCst);
+    up.store(false, Ordering::SeqCst);
+    let before = server.seen().len();
     eventually("failed refreshes", Duration::from_secs(5), async || {
-        fetches.load(Ordering::SeqCst) >= before + 2
+        server.seen().len() >= before + 2
     })
     .await;
     assert_eq!(

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +63,22 @@ impl Upstream {
                 .header("keep-alive", "timeout=5")
                 .body(full(format!("ok from {addr}")))
                 .unwrap()
+        })
+        .await
+    }
+
+    /// A source (a revocation list, say) that serves `body` while `up` holds and answers 503
+    /// otherwise, to go down and come back; `seen()` counts its fetches.
+    pub async fn switchable(body: &'static str, up: Arc<AtomicBool>) -> Self {
+        Self::start(move |_request, _| {
+            let up = up.load(Ordering::SeqCst);
+            async move {
+                if up {
+                    Response::new(full(body))
+                } else {
+                    Response::builder().status(503).body(full("down")).unwrap()
+                }
+            }
         })
         .await
     }

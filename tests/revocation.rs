@@ -302,9 +302,9 @@ async fn a_revoked_token_is_refused_from_the_moment_the_gateway_is_ready() {
     );
 }
 
-/// Until a URL source has answered once, a revoked token cannot be told from a good one:
-/// protected routes answer 503 with Retry-After (as they do before an issuer's keys load),
-/// and `/readyz` says not ready.
+/// Until a URL source has answered once, a revoked token cannot be told from a good one: a
+/// valid token on a protected route gets 503 with Retry-After (as before an issuer's keys
+/// load), and `/readyz` says not ready.
 #[tokio::test]
 async fn protected_routes_wait_for_every_revocation_source_to_load_once() {
     let up = Arc::new(AtomicBool::new(false));
@@ -332,6 +332,12 @@ async fn protected_routes_wait_for_every_revocation_source_to_load_once() {
         assert_eq!(response.status(), 503);
         assert!(response.headers().contains_key("retry-after"));
     }
+    let decisions = metric_value(
+        &s.gw.metrics().await,
+        "tokengate_auth_decisions_total",
+        &[("result", "invalid_token")],
+    );
+    assert_eq!(decisions, Some(2.0), "counted as invalid_token");
     up.store(true, Ordering::SeqCst);
     s.gw.wait_ready().await;
     assert_eq!(status_with(&s.gw, &good).await, 200);

@@ -156,18 +156,6 @@ pub async fn authenticate(
         }
     };
 
-    // Until every revocation source has loaded once, a revoked token cannot be told from a
-    // good one: 503, while `/readyz` says not ready.
-    if revocations.is_some_and(|r| !r.all_loaded()) {
-        return refuse(
-            Rejection::Unavailable {
-                why: "the revocation lists have not loaded yet",
-                retry_after_secs: 1,
-            },
-            AuthResult::InvalidToken,
-            None,
-        );
-    }
     let now = SystemTime::now();
     let verified = match cached(token, cache, issuers, now) {
         Some(hit) => {
@@ -227,18 +215,31 @@ pub async fn authenticate(
     };
     let issuer = Some(verified.issuer);
     // After the cache, on every request: a revocation takes effect for cached tokens at once.
-    if let Some(revocations) = revocations
-        && revocations.current().is_revoked(
+    if let Some(revocations) = revocations {
+        let set = revocations.current();
+        // Until every source has loaded once, a revoked token cannot be told from a good
+        // one: 503, while `/readyz` says not ready.
+        if !revocations.is_complete(&set) {
+            return refuse(
+                Rejection::Unavailable {
+                    why: "the revocation lists have not loaded yet",
+                    retry_after_secs: 1,
+                },
+                AuthResult::InvalidToken,
+                issuer,
+            );
+        }
+        if set.is_revoked(
             verified.jti.as_deref(),
             verified.sub.as_deref(),
             verified.iat,
-        )
-    {
-        return refuse(
-            Rejection::InvalidToken("the token has been revoked"),
-            AuthResult::Revoked,
-            issuer,
-        );
+        ) {
+            return refuse(
+                Rejection::InvalidToken("the token has been revoked"),
+                AuthResult::Revoked,
+                issuer,
+            );
+        }
     }
     // A cached token was verified for some route: this route's issuer list still applies.
     if rules

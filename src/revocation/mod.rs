@@ -11,7 +11,6 @@ pub mod set;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
@@ -58,12 +57,10 @@ pub struct Revocations {
 
 struct Shared {
     set: ArcSwap<RevocationSet>,
-    /// Each source's last good list; `None` until its first load.
+    /// Each source's last good list; `None` until its first load. A list is in its slot
+    /// before it is in the set (built afterwards, on another thread), so what counts for
+    /// readiness is the set, not the slots.
     slots: Vec<ArcSwapOption<RevocationList>>,
-    /// The set requests check holds a list from every source. A list is in its slot before
-    /// it is in the set (the set is rebuilt afterwards, on another thread), so readiness
-    /// waits for this, not for the slots.
-    complete: AtomicBool,
     expected: u64,
     false_positive_rate: f64,
     metrics: RevocationMetrics,
@@ -111,14 +108,12 @@ impl Revocations {
         }
         let initial: Vec<Arc<RevocationList>> =
             slots.iter().filter_map(|s| s.load_full()).collect();
-        let complete = AtomicBool::new(initial.len() == slots.len());
         let set =
             RevocationSet::build(initial, config.expected_entries, config.false_positive_rate);
         metrics.entries.set(set.entries() as i64);
         let shared = Arc::new(Shared {
             set: ArcSwap::from_pointee(set),
             slots,
-            complete,
             expected: config.expected_entries,
             false_positive_rate: config.false_positive_rate,
             metrics,
@@ -167,7 +162,13 @@ impl Revocations {
     /// Every source has loaded at least once and its list is in the set requests check
     /// (readiness).
     pub fn all_loaded(&self) -> bool {
-        self.shared.complete.load(Ordering::Acquire)
+        self.is_complete(&self.current())
+    }
+
+    /// `set` (one of this section's) holds a list from every source: until then a revoked
+    /// token cannot be told from a good one.
+    pub fn is_complete(&self, set: &RevocationSet) -> bool {
+        set.sources() == self.shared.slots.len()
     }
 }
 
@@ -244,7 +245,6 @@ async fn merge(shared: Arc<Shared>, mut rebuilds: mpsc::Receiver<()>) {
     while rebuilds.recv().await.is_some() {
         let lists: Vec<Arc<RevocationList>> =
             shared.slots.iter().filter_map(|s| s.load_full()).collect();
-        let complete = lists.len() == shared.slots.len();
         let (expected, rate) = (shared.expected, shared.false_positive_rate);
         let started = std::time::Instant::now();
         match tokio::task::spawn_blocking(move || RevocationSet::build(lists, expected, rate)).await
@@ -257,9 +257,6 @@ async fn merge(shared: Arc<Shared>, mut rebuilds: mpsc::Receiver<()>) {
                 );
                 shared.metrics.entries.set(set.entries() as i64);
                 shared.set.store(Arc::new(set));
-                if complete {
-                    shared.complete.store(true, Ordering::Release);
-                }
             }
             Err(e) => tracing::error!("revocation rebuild failed: {e}"),
         }

@@ -58,6 +58,11 @@ impl RevocationSet {
         self.entries
     }
 
+    /// How many sources' lists it was built from.
+    pub fn sources(&self) -> usize {
+        self.lists.len()
+    }
+
     /// Bytes held by the filter and the exact lists.
     pub fn memory_bytes(&self) -> usize {
         self.bloom.num_bits() / 8 + self.lists.iter().map(|l| l.memory_bytes()).sum::<usize>()

@@ -331,6 +331,13 @@ async fn protected_routes_wait_for_every_revocation_source_to_load_once() {
             .unwrap();
         assert_eq!(response.status(), 503);
         assert!(response.headers().contains_key("retry-after"));
+        // For the lists, not for the issuer's keys, which answer 503 too while missing.
+        let body: serde_json::Value =
+            serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        assert_eq!(
+            body["error_description"], "the revocation lists have not loaded yet",
+            "{body}"
+        );
     }
     let decisions = metric_value(
         &s.gw.metrics().await,

@@ -42,8 +42,11 @@ pub struct Connections {
     connector: HttpConnector,
     /// `http://authority`, what the connector dials.
     target: Uri,
-    /// The longest a request waits for its response head once on a connection.
-    request_timeout: Duration,
+    /// The longest a request waits for its response head once on a connection, in
+    /// milliseconds (the unit of an [`Exchange`]'s deadline).
+    request_timeout_ms: u64,
+    /// How often a connection's task looks at the deadline of the request waiting on it.
+    tick: Duration,
 }
 
 struct Kept {
@@ -116,7 +119,8 @@ impl Connections {
             kept: Mutex::new(VecDeque::new()),
             connector,
             target,
-            request_timeout,
+            request_timeout_ms: u64::try_from(request_timeout.as_millis()).unwrap_or(u64::MAX),
+            tick: (request_timeout / 8).clamp(Duration::from_millis(5), Duration::from_secs(1)),
         }
     }
 
@@ -132,9 +136,7 @@ impl Connections {
         now: Instant,
     ) -> impl Future<Output = Result<Response<Body>, SendError>> {
         async move {
-            let deadline = millis_since_start(now).saturating_add(
-                u64::try_from(self.request_timeout.as_millis()).unwrap_or(u64::MAX),
-            );
+            let deadline = millis_since_start(now).saturating_add(self.request_timeout_ms);
             while let Some(mut conn) = self.take(now) {
                 conn.exchange.begin(deadline);
                 // Just kept, its connection may still be finishing the previous exchange.
@@ -226,9 +228,7 @@ impl Connections {
             .await
             .map_err(SendError::Request)?;
         let exchange = Arc::new(Exchange::default());
-        let tick =
-            (self.request_timeout / 8).clamp(Duration::from_millis(5), Duration::from_secs(1));
-        tokio::spawn(drive(connection, exchange.clone(), tick));
+        tokio::spawn(drive(connection, exchange.clone(), self.tick));
         Ok(Conn { sender, exchange })
     }
 

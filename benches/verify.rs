@@ -62,10 +62,11 @@ fn verification(c: &mut Criterion) {
             b.iter(|| {
                 runtime
                     .block_on(verify::verify(
-                        black_box(&token),
+                        black_box(token.as_bytes()),
                         &issuers,
                         None,
                         SystemTime::now(),
+                        false,
                     ))
                     .unwrap()
             })

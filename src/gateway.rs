@@ -323,7 +323,7 @@ fn forward(
 /// `claims_to_headers`: claim values for the upstream (client-sent copies are already gone).
 fn set_identity_headers(headers: &mut http::HeaderMap, route: &Route, token: &Verified) {
     for (claim, header) in &route.forward.claims_to_headers {
-        let Some(value) = claim.find(&token.claims) else {
+        let Some(value) = claim.find(token.claims.map()) else {
             continue;
         };
         match HeaderValue::try_from(crate::auth::rules::header_text(value)) {

@@ -29,7 +29,7 @@ struct Check {
     kid: Option<Arc<str>>,
     alg: Algorithm,
     /// `header.payload.signature`; the first `message` bytes are what the signature covers.
-    token: Box<str>,
+    token: Box<[u8]>,
     message: usize,
     answer: oneshot::Sender<Option<u64>>,
 }
@@ -56,7 +56,7 @@ fn check_now(
     keys: &KeySet,
     kid: Option<&str>,
     alg: Algorithm,
-    token: &str,
+    token: &[u8],
     message: usize,
 ) -> Option<u64> {
     verify_signature(keys, kid, alg, &token[..message], &token[message + 1..])
@@ -160,7 +160,7 @@ pub async fn check(
     keys: &Arc<KeySet>,
     kid: Option<&Arc<str>>,
     alg: Algorithm,
-    token: &str,
+    token: &[u8],
     message: usize,
 ) -> Option<u64> {
     let in_place = || check_now(keys, kid.map(|k| &**k), alg, token, message);
@@ -216,7 +216,7 @@ mod tests {
     }
 
     /// A token-shaped string signed by `pair`, with its garbled twin when `good` is false.
-    fn token(pair: &EcdsaKeyPair, n: usize, good: bool) -> (String, usize) {
+    fn token(pair: &EcdsaKeyPair, n: usize, good: bool) -> (Vec<u8>, usize) {
         let message = format!(
             "eyJhbGciOiJFUzI1NiJ9.{}",
             URL_SAFE_NO_PAD.encode(n.to_string())
@@ -232,7 +232,7 @@ mod tests {
             signature[at] ^= 1;
         }
         let token = format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature));
-        (token, message.len())
+        (token.into_bytes(), message.len())
     }
 
     /// Many checks in flight at once, good and bad mixed, on a runtime of several workers:
@@ -292,7 +292,7 @@ mod tests {
     async fn checks_that_come_one_at_a_time_mostly_run_in_place() {
         let (keys, pair, kid) = key();
         let fingerprint = Some(keys.keys[0].fingerprint);
-        let tokens: Vec<(String, usize)> = (10..27).map(|n| token(&pair, n, true)).collect();
+        let tokens: Vec<(Vec<u8>, usize)> = (10..27).map(|n| token(&pair, n, true)).collect();
         // The first opens a batch, which holds only it.
         let (first, message) = &tokens[0];
         let got = check(&keys, Some(&kid), Algorithm::ES256, first, *message).await;

@@ -53,7 +53,7 @@ struct ByteWeight;
 impl Weighter<Box<[u8]>, Arc<Verified>> for ByteWeight {
     fn weight(&self, key: &Box<[u8]>, value: &Arc<Verified>) -> u64 {
         // The token, its decoded claims (at most the token's size) and bookkeeping.
-        (key.len() * 2 + 256 + value.scopes.len() * 16) as u64
+        (key.len() * 2 + 256 + value.scope_count() * 16) as u64
     }
 }
 
@@ -125,16 +125,7 @@ mod tests {
     use super::*;
 
     fn verified() -> Arc<Verified> {
-        Arc::new(Verified {
-            issuer: 0,
-            claims: serde_json::Map::new(),
-            scopes: Vec::new(),
-            expires: f64::MAX,
-            key_fingerprint: 1,
-            jti: None,
-            sub: None,
-            iat: None,
-        })
+        Arc::new(Verified::from_map(serde_json::Map::new(), &[], f64::MAX))
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! RFC 7515 §5.2 lets a parser either refuse duplicates or take the last one; taking one
 //! silently is how two components come to disagree about a token's claims, so we refuse.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserializer;
@@ -19,6 +20,14 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     let value = StrictValue { depth: 0 }.deserialize(&mut deserializer)?;
     deserializer.end()?;
     Ok(value)
+}
+
+/// Checks `json`, a value nested one level inside a claims set or header, the way
+/// `parse_strict` checks the values it nests, without building it.
+pub fn check_strict_nested(json: &str) -> Result<(), serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    StrictCheck { depth: 1 }.deserialize(&mut deserializer)?;
+    deserializer.end()
 }
 
 #[derive(Clone, Copy)]
@@ -104,6 +113,111 @@ impl StrictValue {
         Ok(Self {
             depth: self.depth + 1,
         })
+    }
+}
+
+/// `StrictValue`'s checks, building nothing: an object's names are kept only while it is
+/// read, borrowed where they have no escapes, and searched for a repeat at its end.
+#[derive(Clone, Copy)]
+struct StrictCheck {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for StrictCheck {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictCheck {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.deeper::<A::Error>()?;
+        while seq.next_element_seed(inner)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.deeper::<A::Error>()?;
+        let mut names: Vec<Cow<'de, str>> = Vec::new();
+        while let Some(name) = map.next_key_seed(NameSeed)? {
+            map.next_value_seed(inner)?;
+            names.push(name);
+        }
+        names.sort_unstable();
+        if names.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err(de::Error::custom("duplicate member"));
+        }
+        Ok(())
+    }
+}
+
+impl StrictCheck {
+    fn deeper<E: de::Error>(self) -> Result<Self, E> {
+        if self.depth >= MAX_DEPTH {
+            return Err(E::custom("JSON nested too deeply"));
+        }
+        Ok(Self {
+            depth: self.depth + 1,
+        })
+    }
+}
+
+/// An object member's name, borrowed unless it has escapes.
+pub(crate) struct NameSeed;
+
+impl<'de> DeserializeSeed<'de> for NameSeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NameSeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
     }
 }
 

@@ -8,6 +8,7 @@
 mod batch;
 pub mod bearer;
 pub mod cache;
+pub mod claims;
 #[doc(hidden)]
 pub mod json;
 pub mod jwks;
@@ -33,7 +34,9 @@ use verify::{Failure, Verified};
 /// Every configured issuer, found by name order or by `iss`.
 pub struct Issuers {
     pub list: Vec<Arc<IssuerState>>,
-    by_iss: HashMap<String, usize>,
+    /// Looked up with every new token's unverified `iss`; a configured handful of names that
+    /// no request adds to, so a fast hash does (SipHash's resistance guards insertions).
+    by_iss: HashMap<String, usize, foldhash::fast::RandomState>,
 }
 
 impl Issuers {
@@ -164,19 +167,18 @@ pub async fn authenticate(
         }
         None => {
             cache_hit(false);
-            // Only here: a cached token is a verified one, so it passed this already. A
-            // b64token is ASCII, so it is text as well.
-            let text = match std::str::from_utf8(token) {
-                Ok(text) if bearer::is_b64token(token) => text,
-                _ => {
-                    return refuse(
-                        Rejection::InvalidToken("the bearer token is malformed"),
-                        AuthResult::InvalidToken,
-                        None,
-                    );
-                }
-            };
-            match verify::verify(text, issuers, rules.issuers.as_deref(), now).await {
+            // Only here: a cached token is a verified one, so it passed this already.
+            if !bearer::is_b64token(token) {
+                return refuse(
+                    Rejection::InvalidToken("the bearer token is malformed"),
+                    AuthResult::InvalidToken,
+                    None,
+                );
+            }
+            // A route that reads claims by path gets them parsed into their map at once,
+            // not read once for verify and parsed again for it.
+            let by_map = !rules.claims.is_empty() || !route.forward.claims_to_headers.is_empty();
+            match verify::verify(token, issuers, rules.issuers.as_deref(), now, by_map).await {
                 Ok(v) => {
                     let v = Arc::new(v);
                     cache.offer(token, &v);
@@ -229,11 +231,7 @@ pub async fn authenticate(
                 issuer,
             );
         }
-        if set.is_revoked(
-            verified.jti.as_deref(),
-            verified.sub.as_deref(),
-            verified.iat,
-        ) {
+        if set.is_revoked(verified.jti(), verified.sub(), verified.iat) {
             return refuse(
                 Rejection::InvalidToken("the token has been revoked"),
                 AuthResult::Revoked,

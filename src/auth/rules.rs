@@ -15,7 +15,7 @@ pub struct Unmet {
 
 /// Checks `token` against `rules`.
 pub fn check(rules: &AuthRules, token: &Verified) -> Result<(), Unmet> {
-    let has = |scope: &String| token.scopes.iter().any(|s| s == scope);
+    let has = |scope: &String| token.scopes().any(|s| s == scope);
     let missing: Vec<&str> = rules
         .all_of
         .iter()
@@ -32,10 +32,10 @@ pub fn check(rules: &AuthRules, token: &Verified) -> Result<(), Unmet> {
             scope: rules.any_of.join(" "),
         });
     }
-    let claims_met = rules
-        .claims
-        .iter()
-        .all(|(path, wanted)| path.find(&token.claims).is_some_and(|v| matches(v, wanted)));
+    let claims_met = rules.claims.iter().all(|(path, wanted)| {
+        path.find(token.claims.map())
+            .is_some_and(|v| matches(v, wanted))
+    });
     if !claims_met {
         // RFC 6750 §3: name what the route needs; a claim's value is never echoed.
         return Err(Unmet {
@@ -63,6 +63,11 @@ impl ClaimPath {
             name: name.to_owned(),
             segments: name.split('.').map(str::to_owned).collect(),
         }
+    }
+
+    /// The claim's whole name, dots and all.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Whether every dot-separated segment has a name (`a..b` and `.a` have not).
@@ -133,16 +138,7 @@ mod tests {
     use super::*;
 
     fn token(claims: Value, scopes: &[&str]) -> Verified {
-        Verified {
-            issuer: 0,
-            claims: claims.as_object().unwrap().clone(),
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            expires: 0.0,
-            key_fingerprint: 0,
-            jti: None,
-            sub: None,
-            iat: None,
-        }
+        Verified::from_map(claims.as_object().unwrap().clone(), scopes, 0.0)
     }
 
     fn rules(all_of: &[&str], any_of: &[&str], claims: &[(&str, ClaimValue)]) -> AuthRules {

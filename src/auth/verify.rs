@@ -6,6 +6,7 @@
 //! only an authentic token's dates and audience are judged. `jku`, `x5u`, `x5c` and embedded
 //! `jwk` headers are never used to find a key.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,10 +14,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::claims::{self, Claims, Members, Text};
 use super::json::parse_strict;
 use super::keys::{KeySet, parse_algorithm};
+use super::rules::ClaimPath;
 use super::{Issuers, batch};
 
 /// Tokens longer than this are refused before any decoding.
@@ -32,18 +36,59 @@ const SIGNATURE_BUFFER: usize = MAX_SIGNATURE_BYTES + 8;
 pub struct Verified {
     /// Index into the issuers of the snapshot that verified it.
     pub issuer: usize,
-    pub claims: Map<String, Value>,
-    /// The scopes found at the issuer's `scopes_claim`.
-    pub scopes: Vec<String>,
+    pub claims: Claims,
+    /// The scopes found at the issuer's `scopes_claim`: copies, allocated with the token's
+    /// other parts after its signature check, where a cache hit finds them together.
+    scopes: Vec<Box<str>>,
     /// `exp`, in Unix seconds.
     pub expires: f64,
     /// The key that verified the signature.
     pub key_fingerprint: u64,
     /// What revocation looks at on every request, cached or not: taken out once, so that a
     /// cache hit does not search the claims for them.
-    pub jti: Option<String>,
-    pub sub: Option<String>,
+    jti: Option<Text>,
+    sub: Option<Text>,
     pub iat: Option<f64>,
+}
+
+impl Verified {
+    /// The token's scopes, in the order the token gives them.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scopes.iter().map(|scope| &**scope)
+    }
+
+    pub fn scope_count(&self) -> usize {
+        self.scopes.len()
+    }
+
+    pub fn jti(&self) -> Option<&str> {
+        self.jti.as_ref().map(|jti| self.claims.read(jti))
+    }
+
+    pub fn sub(&self) -> Option<&str> {
+        self.sub.as_ref().map(|sub| self.claims.read(sub))
+    }
+
+    /// A verified token with the claims `map` and the `scopes` given, for tests elsewhere in
+    /// the crate.
+    #[cfg(test)]
+    pub(crate) fn from_map(map: Map<String, Value>, scopes: &[&str], expires: f64) -> Self {
+        let text = |name: &str| {
+            map.get(name)
+                .and_then(Value::as_str)
+                .map(|s| Text::Owned(s.into()))
+        };
+        Self {
+            issuer: 0,
+            jti: text("jti"),
+            sub: text("sub"),
+            iat: map.get("iat").and_then(Value::as_f64),
+            scopes: scopes.iter().map(|s| (*s).into()).collect(),
+            claims: Claims::from_map(map),
+            expires,
+            key_fingerprint: 1,
+        }
+    }
 }
 
 /// Why a token was refused. Descriptions are fixed texts: they never echo the token.
@@ -58,23 +103,37 @@ pub enum Failure {
     },
 }
 
-/// Verifies `token`. `allowed` limits the issuers the route accepts (`None`: any).
+/// Verifies `token`. `allowed` limits the issuers the route accepts (`None`: any). With
+/// `by_map` (the route reads claims by path, so it needs them all), the claims are parsed
+/// into their map at once and read from it; otherwise only their top-level members are read.
 pub async fn verify(
-    token: &str,
+    token: &[u8],
     issuers: &Issuers,
     allowed: Option<&[usize]>,
     now: SystemTime,
+    by_map: bool,
 ) -> Result<Verified, (Failure, Option<usize>)> {
     let Decoded {
         header,
         claims,
         message,
     } = decode(token).map_err(|why| (Failure::Invalid(why), None))?;
+    let malformed = || (Failure::Invalid(MALFORMED_CLAIMS), None);
+    let claims = if by_map {
+        Claims::parsed(claims).ok_or_else(malformed)?
+    } else {
+        Claims::new(claims)
+    };
+    let members = if by_map {
+        Source::Map(claims.map())
+    } else {
+        Source::Members(Members::parse(claims.json()).map_err(|_| malformed())?)
+    };
 
-    let Some(Value::String(iss)) = claims.get("iss") else {
+    let Some(iss) = members.text("iss") else {
         return Err((Failure::Invalid("the token has no issuer"), None));
     };
-    let Some(index) = issuers.by_iss(iss) else {
+    let Some(index) = issuers.by_iss(&iss) else {
         return Err((Failure::Invalid("the token's issuer is not accepted"), None));
     };
     if allowed.is_some_and(|list| !list.contains(&index)) {
@@ -114,49 +173,41 @@ pub async fn verify(
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     let leeway = config.leeway.as_secs_f64();
-    let expires = match claims.get("exp") {
-        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
-        Some(_) => return Err(fail(Failure::Invalid("the token's exp is not a number"))),
-        None => return Err(fail(Failure::Invalid("the token has no expiry"))),
+    let expires = match members.number("exp") {
+        Ok(Some(exp)) => exp,
+        Err(()) => return Err(fail(Failure::Invalid("the token's exp is not a number"))),
+        Ok(None) => return Err(fail(Failure::Invalid("the token has no expiry"))),
     };
     if !expires.is_finite() || now > expires + leeway {
         return Err(fail(Failure::Expired));
     }
-    match claims.get("nbf") {
-        None => {}
-        Some(Value::Number(n)) if n.as_f64().is_some_and(|nbf| nbf <= now + leeway) => {}
-        Some(Value::Number(_)) => return Err(fail(Failure::Invalid("the token is not valid yet"))),
-        Some(_) => return Err(fail(Failure::Invalid("the token's nbf is not a number"))),
+    match members.number("nbf") {
+        Ok(None) => {}
+        Ok(Some(nbf)) if nbf <= now + leeway => {}
+        Ok(Some(_)) => return Err(fail(Failure::Invalid("the token is not valid yet"))),
+        Err(()) => return Err(fail(Failure::Invalid("the token's nbf is not a number"))),
     }
-    match claims.get("iat") {
-        None => {}
-        Some(Value::Number(n)) if n.as_f64().is_some_and(|iat| iat <= now + leeway) => {}
-        Some(Value::Number(_)) => {
-            return Err(fail(Failure::Invalid("the token was issued in the future")));
-        }
-        Some(_) => return Err(fail(Failure::Invalid("the token's iat is not a number"))),
-    }
-    let audience_ok = match claims.get("aud") {
-        Some(Value::String(aud)) => config.audiences.iter().any(|a| a == aud),
-        Some(Value::Array(list)) => list.iter().any(|v| {
-            v.as_str()
-                .is_some_and(|aud| config.audiences.iter().any(|a| a == aud))
-        }),
-        _ => false,
+    let iat = match members.number("iat") {
+        Ok(None) => None,
+        Ok(Some(iat)) if iat <= now + leeway => Some(iat),
+        Ok(Some(_)) => return Err(fail(Failure::Invalid("the token was issued in the future"))),
+        Err(()) => return Err(fail(Failure::Invalid("the token's iat is not a number"))),
     };
-    if !audience_ok {
+    if !members.audience_in(&config.audiences) {
         return Err(fail(Failure::Invalid(
             "the token is not meant for this audience",
         )));
     }
 
-    let scopes = scopes_of(config.scopes_claim.find(&claims));
-    let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+    let scopes = members.scopes(&claims, &config.scopes_claim);
+    let text = |name: &str| members.text(name).map(|text| claims.keep(text));
+    let (jti, sub) = (text("jti"), text("sub"));
+    drop(members);
     Ok(Verified {
         issuer: index,
-        jti: text("jti"),
-        sub: text("sub"),
-        iat: claims.get("iat").and_then(Value::as_f64),
+        jti,
+        sub,
+        iat,
         claims,
         scopes,
         expires,
@@ -164,22 +215,100 @@ pub async fn verify(
     })
 }
 
+/// Where `verify` reads a token's registered claims: its top-level members, or the map of all
+/// its claims when the route needs that anyway.
+enum Source<'a> {
+    Members(Members<'a>),
+    Map(&'a Map<String, Value>),
+}
+
+impl<'a> Source<'a> {
+    /// The claim `name` if it is a string.
+    fn text(&self, name: &str) -> Option<Cow<'a, str>> {
+        match self {
+            Self::Members(members) => members.text(name),
+            Self::Map(map) => map.get(name).and_then(Value::as_str).map(Cow::Borrowed),
+        }
+    }
+
+    /// The claim `name` if it is a number; `Err` when it is there but something else.
+    fn number(&self, name: &str) -> Result<Option<f64>, ()> {
+        match self {
+            Self::Members(members) => members.number(name),
+            Self::Map(map) => match map.get(name) {
+                None => Ok(None),
+                Some(Value::Number(n)) => Ok(Some(n.as_f64().unwrap_or(f64::NAN))),
+                Some(_) => Err(()),
+            },
+        }
+    }
+
+    /// Whether `aud`, a string or an array of strings, names one of `audiences`.
+    fn audience_in(&self, audiences: &[String]) -> bool {
+        let wanted = |aud: &str| audiences.iter().any(|a| a == aud);
+        match self {
+            Self::Members(members) => {
+                members
+                    .get("aud")
+                    .is_some_and(|aud| match claims::text(aud) {
+                        Some(aud) => wanted(&aud),
+                        // An array: its items read one by one, which a token with one audience never
+                        // needs.
+                        None => {
+                            serde_json::from_str::<Vec<&RawValue>>(aud.get()).is_ok_and(|list| {
+                                list.into_iter()
+                                    .filter_map(claims::text)
+                                    .any(|a| wanted(&a))
+                            })
+                        }
+                    })
+            }
+            Self::Map(map) => match map.get("aud") {
+                Some(Value::String(aud)) => wanted(aud),
+                Some(Value::Array(list)) => list.iter().any(|v| v.as_str().is_some_and(wanted)),
+                _ => false,
+            },
+        }
+    }
+
+    /// The scopes at `path`: by its exact name from the members, as `ClaimPath::find` looks
+    /// first; a path into nested claims (`realm_access.roles`) from the map, which `claims`
+    /// then keeps.
+    fn scopes(&self, claims: &Claims, path: &ClaimPath) -> Vec<Box<str>> {
+        let from_map = |map: &Map<String, Value>| {
+            scopes_of(path.find(map))
+                .into_iter()
+                .map(String::into_boxed_str)
+                .collect()
+        };
+        match self {
+            Self::Members(members) => match members.get(path.name()) {
+                Some(scopes) => scopes_in(scopes),
+                None => from_map(claims.map()),
+            },
+            Self::Map(map) => from_map(map),
+        }
+    }
+}
+
 /// A compact JWS split and decoded; nothing about it is trusted yet.
 struct Decoded<'a> {
     header: Header,
-    claims: Map<String, Value>,
+    /// The claims set's JSON text, not yet parsed.
+    claims: String,
     /// `header.payload`, the bytes the signature covers; the signature follows its `.`.
-    message: &'a str,
+    message: &'a [u8],
 }
 
-/// Splits and decodes `token` (size, three parts, base64url, strict JSON, header fields):
-/// everything done before any key is involved.
-fn decode(token: &str) -> Result<Decoded<'_>, &'static str> {
+/// Splits and decodes `token` (size, three parts, base64url, the header's strict JSON and
+/// fields, the claims as UTF-8 text): everything done before any key is involved. The claims'
+/// JSON is read by `verify`, with [`Members::parse`].
+fn decode(token: &[u8]) -> Result<Decoded<'_>, &'static str> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err("the token is too large");
     }
     // Three parts, two dots: found with SIMD, the token being hundreds of bytes.
-    let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
+    let mut dots = memchr::memchr_iter(b'.', token);
     let (Some(first), Some(second), None) = (dots.next(), dots.next(), dots.next()) else {
         return Err("the token is not a signed JWT");
     };
@@ -192,7 +321,11 @@ fn decode(token: &str) -> Result<Decoded<'_>, &'static str> {
         return Err("the token is not signed");
     }
     let header = Header::decode(header_b64)?;
-    let claims = decode_object(payload_b64).ok_or("the token claims are malformed")?;
+    let claims = URL_SAFE_NO_PAD
+        .decode(payload_b64)
+        .ok()
+        .and_then(|json| String::from_utf8(json).ok())
+        .ok_or(MALFORMED_CLAIMS)?;
     Ok(Decoded {
         header,
         claims,
@@ -200,11 +333,15 @@ fn decode(token: &str) -> Result<Decoded<'_>, &'static str> {
     })
 }
 
+const MALFORMED_CLAIMS: &str = "the token claims are malformed";
+
 /// The decoding `verify` does before any key is involved, for the fuzz targets: the claims,
 /// or why the token was refused.
 #[doc(hidden)]
 pub fn decode_unverified(token: &str) -> Result<Map<String, Value>, &'static str> {
-    decode(token).map(|decoded| decoded.claims)
+    let claims = Claims::new(decode(token.as_bytes())?.claims);
+    Members::parse(claims.json()).map_err(|_| MALFORMED_CLAIMS)?;
+    Ok(claims.map().clone())
 }
 
 /// The JOSE header fields that matter; everything else is ignored, never trusted.
@@ -220,12 +357,12 @@ thread_local! {
     /// new token's header is nearly always the one before it: a comparison of some fifty
     /// bytes then stands in for a base64 decoding, a JSON parse and eight allocations. Only
     /// headers found good are kept; what a header decodes to depends on its bytes alone.
-    static LAST_HEADER: RefCell<Option<(Box<str>, Header)>> = const { RefCell::new(None) };
+    static LAST_HEADER: RefCell<Option<(Box<[u8]>, Header)>> = const { RefCell::new(None) };
 }
 
 impl Header {
     /// Decodes the base64url header `b64`, or takes it from the last one this thread decoded.
-    fn decode(b64: &str) -> Result<Self, &'static str> {
+    fn decode(b64: &[u8]) -> Result<Self, &'static str> {
         let last = LAST_HEADER.with_borrow(|last| {
             last.as_ref()
                 .filter(|(seen, _)| **seen == *b64)
@@ -275,7 +412,7 @@ fn acceptable_typ(typ: &str) -> bool {
     bare.eq_ignore_ascii_case("jwt") || bare.eq_ignore_ascii_case("at+jwt")
 }
 
-fn decode_object(b64: &str) -> Option<Map<String, Value>> {
+fn decode_object(b64: &[u8]) -> Option<Map<String, Value>> {
     let bytes = URL_SAFE_NO_PAD.decode(b64).ok()?;
     match parse_strict(&bytes).ok()? {
         Value::Object(map) => Some(map),
@@ -288,21 +425,38 @@ pub(super) fn verify_signature(
     keys: &KeySet,
     kid: Option<&str>,
     alg: Algorithm,
-    message: &str,
-    signature: &str,
+    message: &[u8],
+    signature: &[u8],
 ) -> Option<u64> {
     let mut buffer = [0; SIGNATURE_BUFFER];
     let signature = decode_signature(signature, &mut buffer)?;
     keys.candidates(kid, alg)
-        .find(|key| key.verify(alg, message.as_bytes(), signature))
+        .find(|key| key.verify(alg, message, signature))
         .map(|key| key.fingerprint)
 }
 
 /// Decodes a signature onto the stack (nothing keeps it, so nothing allocates it); `None`
 /// when it is not base64url or is longer than any key we accept makes.
-fn decode_signature<'b>(b64: &str, buffer: &'b mut [u8; SIGNATURE_BUFFER]) -> Option<&'b [u8]> {
+fn decode_signature<'b>(b64: &[u8], buffer: &'b mut [u8; SIGNATURE_BUFFER]) -> Option<&'b [u8]> {
     let length = URL_SAFE_NO_PAD.decode_slice(b64, buffer).ok()?;
     (length <= MAX_SIGNATURE_BYTES).then(|| &buffer[..length])
+}
+
+/// The scopes in `value`, a member of the claims: a space-separated string (`scope`) or an
+/// array of strings (`scp`, roles).
+fn scopes_in(value: &RawValue) -> Vec<Box<str>> {
+    if let Some(list) = claims::text(value) {
+        return list.split_ascii_whitespace().map(Box::from).collect();
+    }
+    serde_json::from_str::<Vec<&RawValue>>(value.get())
+        .map(|items| {
+            items
+                .into_iter()
+                .filter_map(claims::text)
+                .map(Box::from)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Scopes from the scopes claim: a space-separated string (`scope`) or an array of strings
@@ -373,8 +527,9 @@ mod tests {
             b64(r#"{"alg":"ES256","kid":"k2","typ":"JWT"}"#),
         );
         let refused = b64(r#"{"alg":"RS256","kid":"k1","crit":["exp"]}"#);
-        let decoded =
-            |b64: &str| Header::decode(b64).map(|h| (h.alg, h.kid.as_deref().map(str::to_owned)));
+        let decoded = |b64: &str| {
+            Header::decode(b64.as_bytes()).map(|h| (h.alg, h.kid.as_deref().map(str::to_owned)))
+        };
         let first = Ok((Algorithm::RS256, Some("k1".to_owned())));
         let second = Ok((Algorithm::ES256, Some("k2".to_owned())));
         for _ in 0..2 {
@@ -399,10 +554,10 @@ mod tests {
         let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"k"}"#);
         let claims = URL_SAFE_NO_PAD.encode(r#"{"iss":"i"}"#);
         let token = format!("{header}.{claims}.c2ln");
-        let decoded = decode(&token).unwrap();
-        assert_eq!(decoded.message, format!("{header}.{claims}"));
+        let decoded = decode(token.as_bytes()).unwrap();
+        assert_eq!(decoded.message, format!("{header}.{claims}").as_bytes());
         assert_eq!(decoded.header.kid.as_deref(), Some("k"));
-        assert_eq!(decoded.claims["iss"], "i");
+        assert_eq!(decoded.claims, r#"{"iss":"i"}"#);
         for (refused, why) in [
             (
                 format!("{header}.{claims}"),
@@ -417,7 +572,7 @@ mod tests {
             (format!(".{claims}.c2ln"), "the token header is malformed"),
             (format!("{header}..c2ln"), "the token claims are malformed"),
         ] {
-            assert_eq!(decode(&refused).err(), Some(why), "{refused:?}");
+            assert_eq!(decode_unverified(&refused).err(), Some(why), "{refused:?}");
         }
     }
 
@@ -428,16 +583,76 @@ mod tests {
             let bytes: Vec<u8> = (0..length).map(|i| i as u8).collect();
             let b64 = URL_SAFE_NO_PAD.encode(&bytes);
             assert_eq!(
-                decode_signature(&b64, &mut buffer),
+                decode_signature(b64.as_bytes(), &mut buffer),
                 Some(&bytes[..]),
                 "{length}"
             );
         }
         for length in [MAX_SIGNATURE_BYTES + 1, SIGNATURE_BUFFER, 64 * 1024] {
             let b64 = URL_SAFE_NO_PAD.encode(vec![7; length]);
-            assert_eq!(decode_signature(&b64, &mut buffer), None, "{length}");
+            assert_eq!(
+                decode_signature(b64.as_bytes(), &mut buffer),
+                None,
+                "{length}"
+            );
         }
-        assert_eq!(decode_signature("not base64!", &mut buffer), None);
+        assert_eq!(decode_signature(b"not base64!", &mut buffer), None);
+    }
+
+    #[test]
+    fn scopes_are_read_from_the_members_text_as_the_map_reads_them() {
+        let json = r#"{"scope":"a b  c","scp":["x","y",3,"z\u0021"],"esc":"p\u0071 r","n":7}"#;
+        let claims = Claims::new(json.to_owned());
+        let members = Members::parse(claims.json()).unwrap();
+        let read = |name: &str| -> Vec<String> {
+            scopes_in(members.get(name).unwrap())
+                .into_iter()
+                .map(String::from)
+                .collect()
+        };
+        for name in ["scope", "scp", "esc", "n"] {
+            assert_eq!(read(name), scopes_of(claims.map().get(name)), "{name}");
+        }
+        assert_eq!(read("scp"), ["x", "y", "z!"]);
+    }
+
+    #[test]
+    fn members_and_map_read_the_registered_claims_alike() {
+        let documents = [
+            r#"{"iss":"i","exp":1.7e9,"nbf":0,"iat":-5,"aud":"a","jti":"j","sub":"s","scope":"x y"}"#,
+            r#"{"iss":"i\u0021","exp":"soon","nbf":null,"aud":["b","a"],"sub":7,"scope":["x",1]}"#,
+            r#"{"aud":["b"],"iat":[1],"scope":{"x":1},"realm":{"roles":["r"]}}"#,
+            r#"{"realm.roles":"top","realm":{"roles":["nested"]},"aud":[]}"#,
+        ];
+        for json in documents {
+            let by_members = Claims::new(json.to_owned());
+            let members = Source::Members(Members::parse(by_members.json()).unwrap());
+            let by_map = Claims::parsed(json.to_owned()).unwrap();
+            let map = Source::Map(by_map.map());
+            for name in ["iss", "jti", "sub", "exp"] {
+                assert_eq!(members.text(name), map.text(name), "{json} {name}");
+            }
+            for name in ["exp", "nbf", "iat", "missing"] {
+                assert_eq!(members.number(name), map.number(name), "{json} {name}");
+            }
+            for audiences in [&["a".to_owned()][..], &["c".to_owned()], &[]] {
+                assert_eq!(
+                    members.audience_in(audiences),
+                    map.audience_in(audiences),
+                    "{json} {audiences:?}"
+                );
+            }
+            for path in ["scope", "realm.roles", "missing"] {
+                let path = ClaimPath::new(path);
+                assert_eq!(
+                    members.scopes(&by_members, &path),
+                    map.scopes(&by_map, &path),
+                    "{json} {path}"
+                );
+            }
+        }
+        assert!(Claims::parsed(r#"{"a":1,"a":2}"#.to_owned()).is_none());
+        assert!(Claims::parsed("[1]".to_owned()).is_none());
     }
 
     #[test]

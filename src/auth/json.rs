@@ -107,13 +107,16 @@ impl<'de> Visitor<'de> for StrictValue {
 
 impl StrictValue {
     fn deeper<E: de::Error>(self) -> Result<Self, E> {
-        if self.depth >= MAX_DEPTH {
-            return Err(E::custom("JSON nested too deeply"));
-        }
-        Ok(Self {
-            depth: self.depth + 1,
-        })
+        deeper(self.depth).map(|depth| Self { depth })
     }
+}
+
+/// The depth one level below `depth`, or the error for nesting past the limit.
+fn deeper<E: de::Error>(depth: usize) -> Result<usize, E> {
+    if depth >= MAX_DEPTH {
+        return Err(E::custom("JSON nested too deeply"));
+    }
+    Ok(depth + 1)
 }
 
 /// `StrictValue`'s checks, building nothing: an object's names are kept only while it is
@@ -185,12 +188,7 @@ impl<'de> Visitor<'de> for StrictCheck {
 
 impl StrictCheck {
     fn deeper<E: de::Error>(self) -> Result<Self, E> {
-        if self.depth >= MAX_DEPTH {
-            return Err(E::custom("JSON nested too deeply"));
-        }
-        Ok(Self {
-            depth: self.depth + 1,
-        })
+        deeper(self.depth).map(|depth| Self { depth })
     }
 }
 

@@ -124,13 +124,13 @@ pub async fn verify(
     } else {
         Claims::new(claims)
     };
-    let members = if by_map {
+    let source = if by_map {
         Source::Map(claims.map())
     } else {
         Source::Members(Members::parse(claims.json()).map_err(|_| malformed())?)
     };
 
-    let Some(iss) = members.text("iss") else {
+    let Some(iss) = source.text("iss") else {
         return Err((Failure::Invalid("the token has no issuer"), None));
     };
     let Some(index) = issuers.by_iss(&iss) else {
@@ -173,7 +173,7 @@ pub async fn verify(
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     let leeway = config.leeway.as_secs_f64();
-    let expires = match members.number("exp") {
+    let expires = match source.number("exp") {
         Ok(Some(exp)) => exp,
         Err(()) => return Err(fail(Failure::Invalid("the token's exp is not a number"))),
         Ok(None) => return Err(fail(Failure::Invalid("the token has no expiry"))),
@@ -181,28 +181,28 @@ pub async fn verify(
     if !expires.is_finite() || now > expires + leeway {
         return Err(fail(Failure::Expired));
     }
-    match members.number("nbf") {
+    match source.number("nbf") {
         Ok(None) => {}
         Ok(Some(nbf)) if nbf <= now + leeway => {}
         Ok(Some(_)) => return Err(fail(Failure::Invalid("the token is not valid yet"))),
         Err(()) => return Err(fail(Failure::Invalid("the token's nbf is not a number"))),
     }
-    let iat = match members.number("iat") {
+    let iat = match source.number("iat") {
         Ok(None) => None,
         Ok(Some(iat)) if iat <= now + leeway => Some(iat),
         Ok(Some(_)) => return Err(fail(Failure::Invalid("the token was issued in the future"))),
         Err(()) => return Err(fail(Failure::Invalid("the token's iat is not a number"))),
     };
-    if !members.audience_in(&config.audiences) {
+    if !source.audience_in(&config.audiences) {
         return Err(fail(Failure::Invalid(
             "the token is not meant for this audience",
         )));
     }
 
-    let scopes = members.scopes(&claims, &config.scopes_claim);
-    let text = |name: &str| members.text(name).map(|text| claims.keep(text));
+    let scopes = source.scopes(&claims, &config.scopes_claim);
+    let text = |name: &str| source.text(name).map(|text| claims.keep(text));
     let (jti, sub) = (text("jti"), text("sub"));
-    drop(members);
+    drop(source);
     Ok(Verified {
         issuer: index,
         jti,

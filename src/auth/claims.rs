@@ -86,10 +86,9 @@ impl Claims {
     }
 }
 
-/// A piece of a token's claims kept after verifying it (`jti`, `sub`, each scope): where it
-/// stands in the claims' JSON text when it is there as it reads (no escapes), otherwise a copy
-/// of its own. A span costs no allocation and sits in memory beside the rest of the claims,
-/// which a cache hit reads anyway.
+/// A piece of a token's claims kept after verifying it (`jti`, `sub`): where it stands in the
+/// claims' JSON text when it is there as it reads (no escapes), otherwise a copy of its own.
+/// A span costs no allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Text {
     Span(u32, u32),

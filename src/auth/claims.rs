@@ -26,11 +26,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::json::{NameSeed, check_strict_nested, parse_strict};
-
-/// Members that a list this long or shorter is searched for duplicates one by one; a longer
-/// one is sorted, so that a token of many members cannot make the search quadratic.
-const LINEAR_SEARCH: usize = 16;
+use super::json::{NameSeed, check_strict_nested, has_repeated_name, parse_strict};
 
 /// A verified token's claims: the JSON text as the token carried it, found strict by
 /// [`Members::parse`], and the map parsed from it on first use.
@@ -72,6 +68,11 @@ impl Claims {
 
     pub fn json(&self) -> &str {
         &self.json
+    }
+
+    /// The map, if it has been parsed already.
+    pub(super) fn parsed_map(&self) -> Option<&Map<String, Value>> {
+        self.map.get()
     }
 
     /// Every claim, parsed the first time it is asked for.
@@ -193,19 +194,6 @@ fn needs_check(value: &RawValue) -> bool {
     }
 }
 
-/// Whether a name in `names` repeats: searched one by one for a few, by sorting for many.
-fn has_duplicate(names: &[(Cow<'_, str>, &RawValue)]) -> bool {
-    if names.len() <= LINEAR_SEARCH {
-        return names
-            .iter()
-            .enumerate()
-            .any(|(i, (name, _))| names[..i].iter().any(|(seen, _)| seen == name));
-    }
-    let mut sorted: Vec<&str> = names.iter().map(|(name, _)| name.as_ref()).collect();
-    sorted.sort_unstable();
-    sorted.windows(2).any(|pair| pair[0] == pair[1])
-}
-
 struct TopLevel;
 
 impl<'de> Visitor<'de> for TopLevel {
@@ -216,7 +204,7 @@ impl<'de> Visitor<'de> for TopLevel {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
-        let mut list = Vec::with_capacity(map.size_hint().unwrap_or(LINEAR_SEARCH / 2));
+        let mut list = Vec::with_capacity(map.size_hint().unwrap_or(8));
         while let Some(name) = map.next_key_seed(NameSeed)? {
             let value: &'de RawValue = map.next_value()?;
             if needs_check(value) {
@@ -224,7 +212,7 @@ impl<'de> Visitor<'de> for TopLevel {
             }
             list.push((name, value));
         }
-        if has_duplicate(&list) {
+        if has_repeated_name(&list, |(name, _)| name) {
             return Err(de::Error::custom("duplicate member"));
         }
         Ok(Members { list })

@@ -22,6 +22,23 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     Ok(value)
 }
 
+/// Objects with this many members or fewer are searched for a repeated name one by one; larger
+/// ones are sorted, so that an object of many members cannot make the search quadratic.
+const LINEAR_SEARCH: usize = 16;
+
+/// Whether two of `members` have the same name, `name` telling each one's.
+pub(crate) fn has_repeated_name<T>(members: &[T], name: impl Fn(&T) -> &str) -> bool {
+    if members.len() <= LINEAR_SEARCH {
+        return members
+            .iter()
+            .enumerate()
+            .any(|(i, member)| members[..i].iter().any(|seen| name(seen) == name(member)));
+    }
+    let mut sorted: Vec<&str> = members.iter().map(name).collect();
+    sorted.sort_unstable();
+    sorted.windows(2).any(|pair| pair[0] == pair[1])
+}
+
 /// Checks `json`, a value nested one level inside a claims set or header, the way
 /// `parse_strict` checks the values it nests, without building it.
 pub fn check_strict_nested(json: &str) -> Result<(), serde_json::Error> {
@@ -178,8 +195,7 @@ impl<'de> Visitor<'de> for StrictCheck {
             map.next_value_seed(inner)?;
             names.push(name);
         }
-        names.sort_unstable();
-        if names.windows(2).any(|pair| pair[0] == pair[1]) {
+        if has_repeated_name(&names, |name| name) {
             return Err(de::Error::custom("duplicate member"));
         }
         Ok(())

@@ -127,10 +127,9 @@ pub async fn verify(
     } else {
         Claims::new(claims)
     };
-    let source = if by_map {
-        Source::Map(claims.map())
-    } else {
-        Source::Members(Members::parse(claims.json()).map_err(|_| malformed())?)
+    let source = match claims.parsed_map() {
+        Some(map) => Source::Map(map),
+        None => Source::Members(Members::parse(claims.json()).map_err(|_| malformed())?),
     };
 
     let Some(iss) = source.text("iss") else {

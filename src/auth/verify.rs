@@ -485,6 +485,7 @@ mod tests {
     use crate::auth::rules::ClaimPath;
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use proptest::prelude::*;
 
     #[test]
     fn typ_values_of_jwts_are_accepted_and_others_refused() {
@@ -717,6 +718,139 @@ mod tests {
         }
         assert!(Claims::parsed(r#"{"a":1,"a":2}"#.to_owned()).is_none());
         assert!(Claims::parsed("[1]".to_owned()).is_none());
+    }
+
+    /// A JSON string's text: with and without escapes, lone surrogates and raw control
+    /// characters among them.
+    fn json_string() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            "a",
+            "b",
+            " ",
+            "é",
+            "😀",
+            "\\\"",
+            "\\\\",
+            "\\/",
+            "\\n",
+            "\\u0041",
+            "\\u00e9",
+            "\\ud83d\\ude00",
+            "\\ud800",
+            "\\udc00x",
+            "\\u0000",
+            "\u{1}",
+            "\\x",
+        ]);
+        prop::collection::vec(piece, 0..4).prop_map(|p| format!("\"{}\"", p.concat()))
+    }
+
+    /// A number in every spelling strict JSON has, a few it refuses (`+1`, `01`, `1.`, `1e`)
+    /// and some out of range; long ones, which a reading may round differently.
+    fn json_number() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec!["", "", "-", "+"]),
+            prop::sample::select(vec![
+                "0",
+                "1",
+                "01",
+                "7",
+                "1700000000",
+                "4102444800",
+                "9007199254740993",
+                "18446744073709551616",
+                "123456789012345678901234567890",
+            ]),
+            prop::sample::select(vec![
+                "",
+                "",
+                ".5",
+                ".0000000001",
+                ".",
+                ".12345678901234567890123",
+            ]),
+            prop::sample::select(vec![
+                "", "", "e5", "E-3", "e+0", "e-7", "e308", "e400", "e-400", "e",
+            ]),
+        )
+            .prop_map(|(sign, int, frac, exp)| format!("{sign}{int}{frac}{exp}"))
+    }
+
+    /// JSON text for a claim's value, valid or nearly so: strings, numbers, literals, and
+    /// arrays and objects of those.
+    fn json_value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            json_string(),
+            json_number(),
+            prop::sample::select(vec!["true", "false", "null", "nul", "True"])
+                .prop_map(str::to_owned),
+        ];
+        leaf.prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec((prop::sample::select(vec!["x", "y", "roles"]), inner), 0..3)
+                    .prop_map(|m| {
+                        let members: Vec<String> =
+                            m.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                        format!("{{{}}}", members.join(","))
+                    }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        // Enough cases that a number read differently by the two (a long mantissa with an
+        // exponent) turns up in every run, not one in a few.
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// Any claims set: the members pass accepts exactly what the strict map does, and
+        /// where both accept, every reading `verify` makes comes out the same, to the bit.
+        #[test]
+        fn members_and_map_accept_and_read_any_claims_alike(
+            members in prop::collection::vec(
+                (
+                    prop::sample::select(vec![
+                        "iss", "sub", "jti", "exp", "nbf", "iat", "aud", "scope", "scp",
+                        "realm", "realm.roles", "n\\u0061me",
+                    ]),
+                    prop_oneof![json_number(), json_string(), json_value()],
+                    prop::sample::select(vec!["", " ", "\n\t", "\r\n  "]),
+                ),
+                0..6,
+            )
+        ) {
+            let json = format!(
+                "{{{}}}",
+                members
+                    .iter()
+                    .map(|(name, value, space)| format!("{space}\"{name}\"{space}:{space}{value}{space}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            let by_map = Claims::parsed(json.clone());
+            let by_members = Members::parse(&json);
+            prop_assert_eq!(by_map.is_some(), by_members.is_ok(), "{}", json);
+            let (Some(by_map), Ok(by_members)) = (by_map, by_members) else {
+                return Ok(());
+            };
+            let claims = Claims::new(json.clone());
+            let (members, map) = (Source::Members(by_members), Source::Map(by_map.map()));
+            for name in ["iss", "sub", "jti", "aud", "name", "exp"] {
+                prop_assert_eq!(members.text(name), map.text(name), "{} {}", json, name);
+            }
+            for name in ["exp", "nbf", "iat", "scope"] {
+                let (a, b) = (members.number(name), map.number(name));
+                prop_assert_eq!(a.map(|n| n.map(f64::to_bits)), b.map(|n| n.map(f64::to_bits)), "{} {}", json, name);
+            }
+            for audiences in [&["a".to_owned()][..], &["é😀".to_owned()], &[]] {
+                prop_assert_eq!(members.audience_in(audiences), map.audience_in(audiences), "{}", json);
+            }
+            for path in ["scope", "scp", "realm.roles", "missing"] {
+                let path = ClaimPath::new(path);
+                prop_assert_eq!(members.scopes(&claims, &path), map.scopes(&by_map, &path), "{} {}", json, path);
+            }
+        }
     }
 
     #[test]

@@ -853,6 +853,145 @@ mod tests {
         }
     }
 
+    /// A claim that is valid JSON, most often a string, with and without escapes.
+    fn text_claim() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            r#""u1""#,
+            r#""\u0075\u0031""#,
+            r#""é😀""#,
+            r#""a\"b""#,
+            r#""\ud83d\ude00""#,
+            "7",
+            "null",
+            r#"["u"]"#,
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    /// A whole token verified both ways, its claims read member by member (a route without
+    /// claim rules) and from the map (a route with them): the same verdict, and for a token let
+    /// through, the same issuer, subject, token id, scopes and times. Signed by an Ed25519 key
+    /// that an issuer reads from a JWKS file, as a configured one does.
+    #[test]
+    fn a_token_verifies_alike_whichever_way_its_claims_are_read() {
+        use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+        use proptest::test_runner::{Config, TestRunner};
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let pair = Ed25519KeyPair::generate().unwrap();
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "OKP", "crv": "Ed25519", "kid": "k1",
+            "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+        }]});
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("jwks.json");
+        std::fs::write(&file, jwks.to_string()).unwrap();
+        let yaml = format!(
+            "issuers:\n  - name: idp\n    issuer: \"https://idp.test\"\n    audiences: [api]\n    \
+             jwks: {{ file: \"{}\" }}\nupstreams:\n  app:\n    endpoints: [\"http://127.0.0.1:9\"]\n\
+             routes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: app\n",
+            file.display()
+        );
+        let config = crate::config::parse(std::path::Path::new("test.yaml"), &yaml).unwrap();
+        let issuers = Issuers::start(&config.issuers, &crate::metrics::Metrics::new()).unwrap();
+
+        let claims = (
+            prop::sample::select(vec![
+                r#""https://idp.test""#,
+                r#""https://idp.test""#,
+                r#""https:\/\/idp.test""#,
+                r#""https://other.test""#,
+                "7",
+            ]),
+            prop::sample::select(vec![
+                r#""api""#,
+                r#""api""#,
+                r#"["x","api"]"#,
+                r#""\u0061pi""#,
+                r#"["x"]"#,
+                "[]",
+                "1",
+            ]),
+            prop::sample::select(vec![
+                "4102444800",
+                "4.1024448e9",
+                "41024448e2",
+                "4102444800.5",
+                "1000",
+                "\"soon\"",
+                "4102444800.000000000000000001",
+            ]),
+            prop::sample::select(vec!["", "0", "1e9", "4102444800", "null", "-1.5e-300"]),
+            prop::sample::select(vec!["", "1700000000", "17e8", "4102444800", "[1]"]),
+            prop_oneof![3 => text_claim(), 1 => json_string()],
+            prop_oneof![3 => text_claim(), 1 => json_string()],
+            prop_oneof![
+                3 => prop::sample::select(vec![
+                    r#""a b""#, r#""a  b \u0063""#, r#"["a","b",3,"\u00e9"]"#, "[]", r#"{"x":1}"#,
+                    r#""""#, "null",
+                ]).prop_map(str::to_owned),
+                1 => json_value(),
+            ],
+        );
+        let mut runner = TestRunner::new(Config {
+            cases: 1_000,
+            source_file: Some(file!()),
+            ..Config::default()
+        });
+        let outcome = runner.run(&claims, |(iss, aud, exp, nbf, iat, sub, jti, scope)| {
+            let mut members = vec![
+                format!(r#""iss":{iss}"#),
+                format!(r#""aud":{aud}"#),
+                format!(r#""exp":{exp}"#),
+                format!(r#""sub":{sub}"#),
+                format!(r#""jti":{jti}"#),
+                format!(r#""scope":{scope}"#),
+            ];
+            for (name, value) in [("nbf", nbf), ("iat", iat)] {
+                if !value.is_empty() {
+                    members.push(format!(r#""{name}":{value}"#));
+                }
+            }
+            let claims = format!("{{{}}}", members.join(","));
+            let message = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA","kid":"k1"}"#),
+                URL_SAFE_NO_PAD.encode(&claims)
+            );
+            let signature = URL_SAFE_NO_PAD.encode(pair.sign(message.as_bytes()));
+            let token = format!("{message}.{signature}");
+            let verified = |by_map| {
+                let now = SystemTime::now();
+                runtime.block_on(verify(token.as_bytes(), &issuers, None, now, by_map))
+            };
+            match (verified(false), verified(true)) {
+                (Ok(a), Ok(b)) => {
+                    prop_assert_eq!(a.issuer, b.issuer, "{}", claims);
+                    prop_assert_eq!(a.sub(), b.sub(), "{}", claims);
+                    prop_assert_eq!(a.jti(), b.jti(), "{}", claims);
+                    let scopes = |v: &Verified| v.scopes().map(str::to_owned).collect::<Vec<_>>();
+                    prop_assert_eq!(scopes(&a), scopes(&b), "{}", claims);
+                    prop_assert_eq!(a.expires.to_bits(), b.expires.to_bits(), "{}", claims);
+                    let iat = |v: &Verified| v.iat.map(f64::to_bits);
+                    prop_assert_eq!(iat(&a), iat(&b), "{}", claims);
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a, b, "{}", claims),
+                (a, b) => {
+                    let (a, b) = (a.map(|_| ()), b.map(|_| ()));
+                    prop_assert!(false, "{}: {:?} against {:?}", claims, a, b);
+                }
+            }
+            Ok(())
+        });
+        if let Err(failure) = outcome {
+            panic!("{failure}");
+        }
+    }
+
     #[test]
     fn scopes_come_from_strings_or_arrays() {
         let claims = serde_json::json!({

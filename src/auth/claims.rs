@@ -26,7 +26,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::json::{NameSeed, check_strict_nested, has_repeated_name, parse_strict};
+use super::json::{NameSeed, check_strict_nested, has_repeated_name, parse_strict_object};
 
 /// A verified token's claims: the JSON text as the token carried it, found strict by
 /// [`Members::parse`], and the map parsed from it on first use.
@@ -49,13 +49,11 @@ impl Claims {
     /// Claims whose text `json` is parsed into their map at once, strictly (see `json`);
     /// `None` when it is not a strict JSON object.
     pub(super) fn parsed(json: String) -> Option<Self> {
-        match parse_strict(json.as_bytes()) {
-            Ok(Value::Object(map)) => Some(Self {
-                json,
-                map: OnceLock::from(map),
-            }),
-            _ => None,
-        }
+        let map = parse_strict_object(json.as_bytes())?;
+        Some(Self {
+            json,
+            map: OnceLock::from(map),
+        })
     }
 
     /// Claims given as a map (tests and tools).
@@ -77,13 +75,11 @@ impl Claims {
 
     /// Every claim, parsed the first time it is asked for.
     pub fn map(&self) -> &Map<String, Value> {
+        // Members::parse accepts exactly the objects parse_strict does, and verify reads no map
+        // of claims it refused: were the text refused here, there would be nothing to recover
+        // but an empty set.
         self.map
-            .get_or_init(|| match parse_strict(self.json.as_bytes()) {
-                Ok(Value::Object(map)) => map,
-                // Members::parse accepts exactly the objects parse_strict does, and verify reads
-                // no map of claims it refused: there is nothing to recover here but an empty set.
-                _ => Map::new(),
-            })
+            .get_or_init(|| parse_strict_object(self.json.as_bytes()).unwrap_or_default())
     }
 }
 
@@ -253,7 +249,7 @@ mod tests {
     ];
 
     fn agree(json: &str) {
-        let strict = matches!(parse_strict(json.as_bytes()), Ok(Value::Object(_)));
+        let strict = parse_strict_object(json.as_bytes()).is_some();
         assert_eq!(Members::parse(json).is_ok(), strict, "{json}");
     }
 

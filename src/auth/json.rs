@@ -22,6 +22,15 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     Ok(value)
 }
 
+/// `bytes` parsed as by [`parse_strict`], if they are a JSON object: a JOSE header or a claims
+/// set.
+pub fn parse_strict_object(bytes: &[u8]) -> Option<Map<String, Value>> {
+    match parse_strict(bytes) {
+        Ok(Value::Object(map)) => Some(map),
+        _ => None,
+    }
+}
+
 /// Objects with this many members or fewer are searched for a repeated name one by one; larger
 /// ones are sorted, so that an object of many members cannot make the search quadratic.
 const LINEAR_SEARCH: usize = 16;

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::claims::{self, Claims, Members, Text};
-use super::json::parse_strict;
+use super::json::parse_strict_object;
 use super::keys::{KeySet, parse_algorithm};
 use super::rules::ClaimPath;
 use super::{Issuers, batch};
@@ -278,12 +278,7 @@ impl<'a> Source<'a> {
     /// first; a path into nested claims (`realm_access.roles`) from the map, which `claims`
     /// then keeps.
     fn scopes(&self, claims: &Claims, path: &ClaimPath) -> Vec<Box<str>> {
-        let from_map = |map: &Map<String, Value>| {
-            scopes_of(path.find(map))
-                .into_iter()
-                .map(String::into_boxed_str)
-                .collect()
-        };
+        let from_map = |map: &Map<String, Value>| scopes_of(path.find(map));
         match self {
             Self::Members(members) => match members.get(path.name()) {
                 Some(scopes) => scopes_in(scopes),
@@ -416,11 +411,7 @@ fn acceptable_typ(typ: &str) -> bool {
 }
 
 fn decode_object(b64: &[u8]) -> Option<Map<String, Value>> {
-    let bytes = BASE64URL.decode_to_vec(b64).ok()?;
-    match parse_strict(&bytes).ok()? {
-        Value::Object(map) => Some(map),
-        _ => None,
-    }
+    parse_strict_object(&BASE64URL.decode_to_vec(b64).ok()?)
 }
 
 /// Tries the candidate keys; returns the fingerprint of the one that verifies.
@@ -468,12 +459,12 @@ fn scopes_in(value: &RawValue) -> Vec<Box<str>> {
 
 /// Scopes from the scopes claim: a space-separated string (`scope`) or an array of strings
 /// (`scp`, roles).
-fn scopes_of(claim: Option<&Value>) -> Vec<String> {
+fn scopes_of(claim: Option<&Value>) -> Vec<Box<str>> {
     match claim {
-        Some(Value::String(s)) => s.split_ascii_whitespace().map(str::to_owned).collect(),
+        Some(Value::String(s)) => s.split_ascii_whitespace().map(Box::from).collect(),
         Some(Value::Array(items)) => items
             .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
+            .filter_map(|v| v.as_str().map(Box::from))
             .collect(),
         _ => Vec::new(),
     }
@@ -669,16 +660,11 @@ mod tests {
         let json = r#"{"scope":"a b  c","scp":["x","y",3,"z\u0021"],"esc":"p\u0071 r","n":7}"#;
         let claims = Claims::new(json.to_owned());
         let members = Members::parse(claims.json()).unwrap();
-        let read = |name: &str| -> Vec<String> {
-            scopes_in(members.get(name).unwrap())
-                .into_iter()
-                .map(String::from)
-                .collect()
-        };
+        let read = |name: &str| scopes_in(members.get(name).unwrap());
         for name in ["scope", "scp", "esc", "n"] {
             assert_eq!(read(name), scopes_of(claims.map().get(name)), "{name}");
         }
-        assert_eq!(read("scp"), ["x", "y", "z!"]);
+        assert_eq!(read("scp"), ["x".into(), "y".into(), "z!".into()]);
     }
 
     #[test]
@@ -1000,7 +986,12 @@ mod tests {
             "realm_access": {"roles": ["admin"]}
         });
         let claims = claims.as_object().unwrap();
-        let at = |path: &str| scopes_of(ClaimPath::new(path).find(claims));
+        let at = |path: &str| -> Vec<String> {
+            scopes_of(ClaimPath::new(path).find(claims))
+                .into_iter()
+                .map(String::from)
+                .collect()
+        };
         assert_eq!(at("scope"), ["a", "b", "c"]);
         assert_eq!(at("scp"), ["x", "y"]);
         assert_eq!(at("realm_access.roles"), ["admin"]);
